@@ -1,0 +1,46 @@
+"""Where the package's data files (urdf/, config/, launch/) live.
+
+Three ways the package gets installed, one lookup:
+- a source checkout or `pip install -e .`: next to the `twinvla_ros/` source directory;
+- `pip install .`: `<prefix>/share/twinvla_ros` (setup.py data_files);
+- colcon: the ament index (`share/twinvla_ros` of the install space).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE_NAME = "twinvla_ros"
+
+
+@lru_cache(maxsize=1)
+def share_dir() -> Path:
+    candidates = []
+    if os.environ.get("TWINVLA_ROS_SHARE"):
+        candidates.append(Path(os.environ["TWINVLA_ROS_SHARE"]))
+    candidates.append(Path(__file__).resolve().parent.parent)
+    candidates.append(Path(sys.prefix) / "share" / PACKAGE_NAME)
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory(PACKAGE_NAME)))
+    except Exception:  # ament index absent or package not registered: other candidates
+        pass
+    for candidate in candidates:
+        if (candidate / "urdf" / "anubis.urdf").is_file():
+            return candidate
+    raise FileNotFoundError(
+        "twinvla_ros data files (urdf/, config/) not found; looked in "
+        + ", ".join(str(c) for c in candidates)
+        + ". Set TWINVLA_ROS_SHARE to the directory that holds urdf/ and config/."
+    )
+
+
+def urdf_path(name: str = "anubis.urdf") -> Path:
+    return share_dir() / "urdf" / name
+
+
+def config_path(name: str) -> Path:
+    return share_dir() / "config" / name
