@@ -1,0 +1,124 @@
+"""Flow matching: Euler sampler with CFG + clamp, the training loss, head-only guided sampling.
+
+Convention (TwinVLA): t = 1 is noise, t = 0 the action; x_t = t*noise + (1-t)*action,
+v = noise - action, and sampling steps x <- x - dt*v from t = 1 down to dt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .action_head import DiT
+
+CLAMP = 5.0
+T_MIN = 0.001  # flow_sig_min of the reference
+
+
+def time_grid(steps: int) -> list[float]:
+    """1 - k/steps in Python floats (each becomes a float32 tensor at use, as the reference)."""
+    return [1 - k / steps for k in range(steps)]
+
+
+@dataclass
+class Conditioning:
+    """The condition of one chunk, embedded once (z_embedder does not depend on x or t).
+    cond (2B, 1, W) rows [s0 left, s0 right, s1 left, ...]; with CFG also uncond (2B, 1, W)."""
+
+    cond: torch.Tensor
+    uncond: torch.Tensor | None
+    cfg_scale: float
+
+    @property
+    def use_cfg(self) -> bool:
+        return self.uncond is not None and self.cfg_scale > 1.0
+
+    def z_batch(self) -> torch.Tensor:
+        # With CFG the DiT runs on [x, x] against [cond, uncond]: for one sample that is the
+        # reference's [x0, x1, x0, x1] / [c_l, c_r, u, u], in one call.
+        return torch.cat([self.cond, self.uncond], dim=0) if self.use_cfg else self.cond
+
+
+def embed_condition(net: DiT, z: torch.Tensor, cfg_scale: float) -> Conditioning:
+    """z (2B, 1, hidden) combined readouts -> Conditioning."""
+    if cfg_scale > 1.0:
+        if net.z_embedder.uncondition is None:
+            raise ValueError("cfg_scale > 1 needs a checkpoint trained with enable_cfg (no `uncondition`)")
+        n = z.shape[0]
+        uncond = net.z_embedder.uncondition.unsqueeze(0).expand(n, 1, -1)
+        emb = net.z_embedder(torch.cat([z, uncond], dim=0))
+        return Conditioning(emb[:n], emb[n:], cfg_scale)
+    return Conditioning(net.z_embedder(z), None, cfg_scale)
+
+
+def velocity(net: DiT, x: torch.Tensor, t: float, cond: Conditioning) -> torch.Tensor:
+    t_emb = net.t_embedder(torch.tensor([t], device=x.device))
+    if not cond.use_cfg:
+        return net.forward_embedded(x, t_emb, cond.cond)
+    out = net.forward_embedded(torch.cat([x, x], dim=0), t_emb, cond.z_batch())
+    v_cond, v_uncond = torch.split(out, x.shape[0], dim=0)
+    return v_uncond + cond.cfg_scale * (v_cond - v_uncond)
+
+
+def guidance_weight(tau: float, beta: float) -> float:
+    """RTC's min(beta, (tau^2 + (1-tau)^2) / (tau (1-tau))); tau -> 0 or 1 diverges: beta."""
+    if tau <= 0.0 or tau >= 1.0:
+        return beta
+    return min(beta, (tau**2 + (1 - tau) ** 2) / (tau * (1 - tau)))
+
+
+@dataclass
+class RowGuidance:
+    """Real-time-chunking target in the head's row layout: target/weights (2B, L, A)."""
+
+    target: torch.Tensor
+    weights: torch.Tensor
+    max_weight: float = 5.0
+
+
+def sample(net: DiT, x: torch.Tensor, cond: Conditioning, steps: int, guidance: RowGuidance | None = None) -> torch.Tensor:
+    """Euler integration from noise x (2B, L, A) at t = 1 to the action at t = 0.
+
+    With guidance (RTC, Black et al. 2025), per step: a_hat = x - t*v is the predicted clean
+    action (x_t - t*(noise - a) = a), err = (Y - a_hat) * W, and g = err^T d(a_hat)/dx is the
+    VJP through the head only (the VLM context is fixed). g is minus the gradient of
+    0.5*||W^0.5 (Y - a_hat)||^2, so moving x along +g pulls the chunk toward Y. RTC integrates
+    in tau = 1 - t with x <- x + dtau*(v_tau + w*g) where v_tau = -v; in TwinVLA's direction that
+    is x <- x - dt*(v - w*g): the guided velocity is v - w*g.
+    """
+    dt = -1 / steps
+    for t in time_grid(steps):
+        if guidance is None:
+            with torch.no_grad():
+                v = velocity(net, x, t, cond)
+        else:
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                v = velocity(net, xg, t, cond)
+                a_hat = xg - t * v
+                err = (guidance.target - a_hat.detach()) * guidance.weights
+                (g,) = torch.autograd.grad(a_hat, xg, grad_outputs=err)
+            v = v.detach() - guidance_weight(1.0 - t, guidance.max_weight) * g
+        x = x + dt * v
+        if cond.use_cfg:
+            x = torch.clamp(x, -CLAMP, CLAMP)
+    return x
+
+
+def sample_time(n: int) -> torch.Tensor:
+    """t = 0.999 * Beta(1.5, 1.0) + 0.001 (float32 Beta, global RNG, as the reference)."""
+    beta = torch.distributions.Beta(torch.tensor(1.5, dtype=torch.float32), torch.tensor(1.0, dtype=torch.float32))
+    return (1 - T_MIN) * beta.sample((n,)) + T_MIN
+
+
+def flow_matching_loss(net: DiT, z: torch.Tensor, action_rows: torch.Tensor, diffusion_batch: int, cfg_dropout: float) -> torch.Tensor:
+    """The reference training loss. z (2B, 1, hidden) combined readouts, action_rows (2B, L, A)
+    normalized. RNG draws in the reference's order: randn_like(noise), Beta(time), rand(CFG drop)."""
+    actions = action_rows.repeat(diffusion_batch, 1, 1)
+    conds = z.repeat(diffusion_batch, 1, 1)
+    noise = torch.randn_like(actions)
+    t = sample_time(actions.shape[0]).to(device=actions.device)
+    tt = t[:, None, None]
+    x_t = tt * noise + (1 - tt) * actions
+    pred = net(x_t, t, conds, drop_prob=cfg_dropout)
+    return ((pred - (noise - actions)) ** 2).mean()
