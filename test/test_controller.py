@@ -48,7 +48,7 @@ class Plant:
 @pytest.fixture
 def rig(description, kinematics):
     limits = SafetyLimits()
-    base_to_ref = np.linalg.inv(kinematics._ref_to_base.homogeneous)
+    base_to_ref = np.linalg.inv(kinematics.reference_in_base())
     controller = ArmController(description.arms["right"], kinematics, limits, servo_rate=RATE,
                                reference_frame="eef_reference", base_to_reference=base_to_ref)
     plant = Plant(controller, description.arms["right"].home)
@@ -94,7 +94,7 @@ def test_far_target_is_reached_without_any_step_above_the_limits(rig, descriptio
 def test_targets_in_base_link_are_converted(rig, kinematics):
     controller, plant = rig
     target_ref = _shifted(plant.pose(), dz=0.03)
-    target_base = kinematics._ref_to_base.homogeneous @ target_ref
+    target_base = kinematics.reference_in_base() @ target_ref
     for _ in range(60):
         controller.command_eef(target_base, "base_link", plant.t)
         plant.tick(2)
@@ -114,7 +114,7 @@ def test_bad_targets_are_rejected_without_motion(rig, pose, frame, reason):
     np.testing.assert_array_equal(plant.q, q_before)
     assert controller.counters["rejected"] == 1
     assert reason in controller.last_rejection
-    assert any("rejected EEF target" in e for e in controller.drain_events())
+    assert any("rejected EEF target" in e for _, e in controller.drain_events())
 
 
 def test_stale_commands_hold_position(rig):
@@ -163,7 +163,7 @@ def test_unreachable_target_goes_to_nearest_and_reports(rig):
     status = controller.status()
     assert status.level == Level.WARN and "unreachable" in status.message
     assert controller.counters["unreachable_ticks"] > 0
-    assert any("unreachable" in e for e in controller.drain_events())
+    assert any("unreachable" in e for _, e in controller.drain_events())
     assert controller.kinematics.within_limits(plant.q[:6])
 
 

@@ -83,6 +83,10 @@ class ArmKinematics:
     def for_arm(cls, side: str, description: RobotDescription | None = None, **kwargs) -> "ArmKinematics":
         return cls(description or load_description(), side, **kwargs)
 
+    def reference_in_base(self) -> np.ndarray:
+        """Pose (4, 4) of the reference frame in the robot base frame."""
+        return self._ref_to_base.homogeneous
+
     def _check_q(self, q) -> np.ndarray:
         q = np.asarray(q, dtype=np.float64)
         if q.shape != (6,):

@@ -75,7 +75,7 @@ class ArmController:
         self._last_command_time: float | None = None
         self._target_period = 0.05                  # s, learnt from the EEF command intervals
         self._measured: BusReading | None = None
-        self._events: deque[str] = deque(maxlen=50)
+        self._events: deque[tuple[Level, str]] = deque(maxlen=50)
         # Flags of the last tick and counters, for /diagnostics.
         self._stale = False
         self._bus_fault: str | None = None
@@ -177,19 +177,19 @@ class ArmController:
             self.mode = Mode.HOLD
             if not enabled:
                 self._command = None    # re-read from the motors when enabled again
-            self._event("torque enabled" if enabled else "torque disabled")
+            self._event("torque enabled" if enabled else "torque disabled", Level.OK)
 
     def engage_estop(self) -> None:
         with self._lock:
             if not self.estop:
-                self._event("e-stop engaged: holding position, commands ignored until cleared")
+                self._event("e-stop engaged: holding position, commands ignored until cleared", Level.ERROR)
             self.estop = True
             self.mode = Mode.HOLD
 
     def clear_estop(self) -> None:
         with self._lock:
             if self.estop:
-                self._event("e-stop cleared: waiting for a new command")
+                self._event("e-stop cleared: waiting for a new command", Level.OK)
             self.estop = False
             self.mode = Mode.HOLD
             self._gripper_target = None
@@ -232,7 +232,7 @@ class ArmController:
                 arm_q, capped = limit_joint_step(self._command[:6], self._joint_target, step)
                 if self.mode == Mode.HOME and not capped:
                     self.mode = Mode.HOLD
-                    self._event("home reached")
+                    self._event("home reached", Level.OK)
             if self.mode != Mode.EEF:
                 self._unreachable_residual = None
 
@@ -301,7 +301,8 @@ class ArmController:
                 return ArmStatus(Level.WARN, "target clamped to the workspace box", values)
             return ArmStatus(Level.OK, f"{self.mode.value}", values)
 
-    def drain_events(self) -> list[str]:
+    def drain_events(self) -> list[tuple[Level, str]]:
+        """What happened since the last call, for the log: (level, message)."""
         with self._lock:
             events = list(self._events)
             self._events.clear()
@@ -320,5 +321,5 @@ class ArmController:
         self._event(f"rejected {what}: {reason}")
         return reason
 
-    def _event(self, message: str) -> None:
-        self._events.append(f"{self.arm.side} arm: {message}")
+    def _event(self, message: str, level: Level = Level.WARN) -> None:
+        self._events.append((level, f"{self.arm.side} arm: {message}"))

@@ -1,0 +1,29 @@
+"""ros2 launch twinvla_ros anubis_policy.launch.py [sim:=true] [checkpoint:=DIR] [config:=FILE]
+
+The robot (MuJoCo sim by default) and the TwinVLA policy node. The node graph comes from
+twinvla_ros.graph, the same description the in-process runner (`twinvla-ros launch`) uses.
+Then: ros2 topic pub --once /instruction std_msgs/msg/String "{data: 'hand over the box'}"
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+
+from twinvla_ros.graph import anubis_policy
+from twinvla_ros.launch_support import launch_nodes
+
+
+def _nodes(context):
+    sim = LaunchConfiguration("sim").perform(context).lower() in ("true", "1", "yes")
+    return launch_nodes(anubis_policy(sim=sim, checkpoint=LaunchConfiguration("checkpoint").perform(context),
+                                      config=LaunchConfiguration("config").perform(context) or None))
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument("sim", default_value="true", description="MuJoCo sim instead of the real robot"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="TwinVLA checkpoint directory (empty: the embedded tiny demo model)"),
+        DeclareLaunchArgument("config", default_value="",
+                              description="extra ROS parameter file overriding config/*.yaml"),
+        OpaqueFunction(function=_nodes),
+    ])

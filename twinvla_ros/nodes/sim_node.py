@@ -1,0 +1,186 @@
+"""sim_node: the MuJoCo sim of Anubis in real time, with the camera topics of the real robot.
+
+Publishes `/cameras/{ego,wrist_left,wrist_right}/color/image_raw` + `camera_info` (rgb8,
+sensor-data QoS, realsense-ros names) and the simulated motors' `/sim/joint_states`; takes the
+arm driver's joint targets on `/sim/joint_commands` and torque on/off on `/sim/torque` (the
+"sim bus"). Service `~/reset` (Trigger) puts the robot home and places the objects from the
+`seed` parameter (same seed, same poses; set it with `ros2 param set`), returning the poses.
+
+Physics and rendering run in two threads of their own: physics paces itself to the wall clock
+(2 ms steps, caught up in batches), rendering runs at `camera_rate` from snapshots, so a slow
+render never slows physics.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_srvs.srv import Trigger
+
+from twinvla_ros.control.controller import Level
+from twinvla_ros.nodes.common import (COMMAND_QOS, SENSOR_QOS, Diagnostics, RateMeter, camera_info,
+                                      declare, rgb_to_image)
+from twinvla_ros.sim.world import CAMERAS, SimConfig, SimWorld
+
+
+class SimNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("sim_node", **node_kwargs)
+        config = SimConfig(
+            task=declare(self, "task", "handover_box", "scene: handover_box, lift_box or empty"),
+            timestep=declare(self, "timestep", 0.002, "physics step in seconds"),
+            image_height=declare(self, "image_height", 240, "camera image height in pixels"),
+            image_width=declare(self, "image_width", 320, "camera image width in pixels"),
+            seed=declare(self, "seed", 0, "object placement seed used at start and by ~/reset"),
+        )
+        camera_rate = declare(self, "camera_rate", 15.0, "rate of the three camera streams in Hz")
+        joint_state_rate = declare(self, "joint_state_rate", 100.0,
+                                   "rate of /sim/joint_states in Hz (also how often physics catches up)")
+        camera_namespace = declare(self, "camera_namespace", "/cameras", "prefix of the camera topics")
+        joint_states_topic = declare(self, "joint_states_topic", "/sim/joint_states", "simulated motor states")
+        commands_topic = declare(self, "joint_commands_topic", "/sim/joint_commands", "joint targets input")
+        torque_topic = declare(self, "torque_topic", "/sim/torque", "torque on/off input (effort 1/0 per joint)")
+
+        self.world = SimWorld(config)
+        self._image_pubs = {}
+        self._info_pubs = {}
+        for camera in CAMERAS:
+            base = f"{camera_namespace}/{camera}/color"
+            self._image_pubs[camera] = self.create_publisher(Image, f"{base}/image_raw", SENSOR_QOS)
+            self._info_pubs[camera] = self.create_publisher(CameraInfo, f"{base}/camera_info", SENSOR_QOS)
+        self._state_pub = self.create_publisher(JointState, joint_states_topic, COMMAND_QOS)
+        self.create_subscription(JointState, commands_topic, self._on_commands, COMMAND_QOS)
+        self.create_subscription(JointState, torque_topic, self._on_torque, COMMAND_QOS)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.diagnostics = Diagnostics(self, hardware_id="mujoco")
+        self.camera_meter = RateMeter(window=100)
+        self.render_seconds: list[float] = []
+        self._rejected_commands = 0
+        self._realtime_factor = 0.0
+
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._physics_loop, args=(1.0 / joint_state_rate,), name="sim-physics", daemon=True),
+            threading.Thread(target=self._camera_loop, args=(1.0 / camera_rate,), name="sim-cameras", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"sim up: task={config.task}, cameras {config.image_width}x{config.image_height} "
+                               f"at {camera_rate:.0f} Hz, physics dt {config.timestep * 1e3:.1f} ms")
+
+    # ---- threads -------------------------------------------------------------------------------
+
+    def _physics_loop(self, state_period: float) -> None:
+        dt = self.world.config.timestep
+        wall_start, sim_start = time.monotonic(), self.world.time
+        next_state = wall_start
+        while not self._stop.is_set():
+            now = time.monotonic()
+            behind = (now - wall_start) - (self.world.time - sim_start)
+            # Catch up in one batch, but never more than 50 ms of physics at once: after a
+            # stall (machine overloaded) the sim slows down rather than jumping ahead.
+            steps = int(min(behind, 0.05) / dt)
+            if steps > 0:
+                self.world.step(steps)
+            if behind > 0.05:
+                wall_start += behind - 0.05
+            if now >= next_state:
+                self._publish_joint_state()
+                next_state += state_period
+                if next_state < now:
+                    next_state = now + state_period
+            elapsed = now - wall_start
+            self._realtime_factor = (self.world.time - sim_start) / elapsed if elapsed > 1.0 else 1.0
+            # Wake at the joint-state rate, not every physics step: the steps are batched, and
+            # fewer wake-ups leave the interpreter to the other nodes of an in-process graph.
+            self._stop.wait(max(0.0, next_state - time.monotonic()))
+
+    def _camera_loop(self, period: float) -> None:
+        next_frame = time.monotonic()
+        while not self._stop.is_set():
+            started = time.monotonic()
+            stamp = self.get_clock().now().to_msg()
+            try:
+                images = self.world.render_all()
+            except RuntimeError:          # world closed during shutdown
+                return
+            self.render_seconds = (self.render_seconds + [time.monotonic() - started])[-100:]
+            for camera, image in images.items():
+                intrinsics = self.world.camera_intrinsics(camera)
+                self._image_pubs[camera].publish(rgb_to_image(image, stamp, intrinsics.frame_id))
+                self._info_pubs[camera].publish(camera_info(
+                    intrinsics.width, intrinsics.height, intrinsics.fx, intrinsics.fy, intrinsics.cx,
+                    intrinsics.cy, stamp, intrinsics.frame_id))
+            self.camera_meter.tick()
+            next_frame += period
+            now = time.monotonic()
+            if next_frame < now:          # rendering slower than the rate: do not burst
+                next_frame = now
+            self._stop.wait(next_frame - now)
+
+    def _publish_joint_state(self) -> None:
+        positions, velocities, efforts = self.world.joint_state()
+        msg = JointState(name=list(self.world.joint_names), position=positions.tolist(),
+                         velocity=velocities.tolist(), effort=efforts.tolist())
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._state_pub.publish(msg)
+
+    # ---- callbacks -----------------------------------------------------------------------------
+
+    def _on_commands(self, msg: JointState) -> None:
+        try:
+            if len(msg.name) != len(msg.position):
+                raise ValueError(f"{len(msg.name)} names but {len(msg.position)} positions")
+            self.world.set_joint_targets(dict(zip(msg.name, msg.position)))
+        except ValueError as error:
+            self._rejected_commands += 1
+            self.get_logger().warn(f"rejected joint command: {error}", throttle_duration_sec=1.0)
+
+    def _on_torque(self, msg: JointState) -> None:
+        # The sim switches all actuators together; the driver enables both arms at once.
+        if msg.effort:
+            self.world.set_torque(all(e > 0.5 for e in msg.effort))
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
+        seed = int(self.get_parameter("seed").value)
+        poses = self.world.reset(seed)
+        response.success = True
+        response.message = json.dumps({"seed": seed, "objects": {k: np.round(v, 6).tolist() for k, v in poses.items()}})
+        self.get_logger().info(f"reset with seed {seed}")
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        values = {"realtime_factor": f"{self._realtime_factor:.3f}", "sim_time": f"{self.world.time:.2f}",
+                  "rejected_commands": str(self._rejected_commands),
+                  "torque": str(self.world.torque_enabled)}
+        values.update({f"camera_{k}": v for k, v in self.camera_meter.summary().items()})
+        if self.render_seconds:
+            values["render_3cams_ms"] = f"{np.median(self.render_seconds) * 1e3:.1f}"
+        level = Level.OK if self._realtime_factor > 0.9 else Level.WARN
+        message = "running" if level == Level.OK else f"slower than real time ({self._realtime_factor:.2f}x)"
+        self.diagnostics.publish([("simulation", level, message, values)], force=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self.world.close()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = SimNode()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
