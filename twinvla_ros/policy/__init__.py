@@ -1,0 +1,30 @@
+"""Pure-Python control core of the policy node (no ROS, no torch).
+
+scheduler: ChunkScheduler decides per control tick which action to execute and when to infer
+    (modes sync / async / rtc).
+worker: InferenceWorker runs the model in a background thread; run_control_tick glues the two
+    into one control-loop iteration.
+"""
+from twinvla_ros.policy.scheduler import (
+    ChunkScheduler,
+    ExecutionMode,
+    Guidance,
+    InferenceRequest,
+    SchedulerConfig,
+    SchedulerStats,
+    rtc_prefix_weights,
+)
+from twinvla_ros.policy.worker import InferenceResult, InferenceWorker, run_control_tick
+
+__all__ = [
+    "ChunkScheduler",
+    "ExecutionMode",
+    "Guidance",
+    "InferenceRequest",
+    "InferenceResult",
+    "InferenceWorker",
+    "SchedulerConfig",
+    "SchedulerStats",
+    "rtc_prefix_weights",
+    "run_control_tick",
+]
