@@ -4,6 +4,8 @@ scheduler: ChunkScheduler decides per control tick which action to execute and w
     (modes sync / async / rtc).
 worker: InferenceWorker runs the model in a background thread; run_control_tick glues the two
     into one control-loop iteration.
+sync: ApproximateTimeMatcher (message_filters-compatible stamp matching) and ObservationGate
+    (per-stream age and cross-stream skew limits).
 """
 from twinvla_ros.policy.scheduler import (
     ChunkScheduler,
@@ -14,17 +16,22 @@ from twinvla_ros.policy.scheduler import (
     SchedulerStats,
     rtc_prefix_weights,
 )
+from twinvla_ros.policy.sync import ApproximateTimeMatcher, GateStatus, ObservationGate, StreamLimit
 from twinvla_ros.policy.worker import InferenceResult, InferenceWorker, run_control_tick
 
 __all__ = [
+    "ApproximateTimeMatcher",
     "ChunkScheduler",
     "ExecutionMode",
+    "GateStatus",
     "Guidance",
     "InferenceRequest",
     "InferenceResult",
     "InferenceWorker",
+    "ObservationGate",
     "SchedulerConfig",
     "SchedulerStats",
+    "StreamLimit",
     "rtc_prefix_weights",
     "run_control_tick",
 ]
