@@ -276,13 +276,14 @@ def test_rtc_request_carries_the_rest_of_the_current_chunk_as_guidance():
         made.append(fields)
         return fields
 
-    config = SchedulerConfig(mode="rtc", execution_horizon=10, max_guidance_weight=7.0,
-                             initial_latency=0.15)
+    config = SchedulerConfig(mode="rtc", execution_horizon=10, max_guidance_weight=7.0)
     scheduler = ChunkScheduler(config, guidance_factory=factory)
     first = scheduler.poll_request(0.0)
     assert first.guidance is None  # nothing to continue yet
+    for now in (0.0, 0.05, 0.10):
+        assert scheduler.tick(now) is None
     chunk = np.arange(HORIZON * DIM, dtype=float).reshape(HORIZON, DIM)
-    assert scheduler.deliver(first, chunk, 0.15)
+    assert scheduler.deliver(first, chunk, 0.15)  # 3 ticks after its request
     for k in range(10):
         assert scheduler.poll_request(0.15 + k * PERIOD) is None
         scheduler.tick(0.15 + k * PERIOD)
@@ -292,6 +293,17 @@ def test_rtc_request_carries_the_rest_of_the_current_chunk_as_guidance():
     np.testing.assert_array_equal(made[0]["actions"][10:], np.repeat(chunk[-1:], 10, axis=0))
     np.testing.assert_array_equal(made[0]["weights"], rtc_prefix_weights(20, 3, 10))
     assert made[0]["max_weight"] == 7.0
+
+
+def test_delay_is_counted_in_ticks_so_timer_jitter_does_not_inflate_it():
+    scheduler = ChunkScheduler(SchedulerConfig(mode="async", initial_latency=0.5))
+    assert scheduler.estimated_delay_steps == 10  # the initial guess
+    request = scheduler.poll_request(0.0)
+    for now in (0.0, 0.052, 0.101):  # a late timer
+        scheduler.tick(now)
+    scheduler.deliver(request, chunk_of(0), 0.154)
+    assert scheduler.stats.latencies[-1] == pytest.approx(0.154)
+    assert scheduler.estimated_delay_steps == 3
 
 
 def test_async_requests_carry_no_guidance():

@@ -70,8 +70,9 @@ class SchedulerConfig:
     # min_execution_horizon (which bounds how often the policy is asked to infer).
     execution_horizon: int = 10
     min_execution_horizon: int = 1
-    # Latency estimate: max of the last latency_window measured latencies (request to delivery
-    # in the control loop, so it includes waiting for the next tick); initial_latency before any.
+    # Delay estimate d: the max of the last latency_window measured delays, each counted in ticks
+    # from a request to the tick its chunk was delivered on (so it includes waiting for that
+    # tick and is immune to timer jitter); initial_latency (seconds) before any was measured.
     initial_latency: float = 0.2
     latency_window: int = 10
     max_guidance_weight: float = 5.0  # beta
@@ -107,7 +108,7 @@ class SchedulerStats:
     last_boundary_jump: float | None = None  # L2 between last old action and first new one
     boundary_jump_sum: float = 0.0
     max_boundary_jump: float = 0.0
-    latencies: deque = field(default_factory=deque)  # seconds, the last latency_window samples
+    latencies: deque = field(default_factory=deque)  # seconds, request to delivery, recent ones
     chunk_age: float | None = None  # seconds since the request of the chunk being executed
 
     @property
@@ -142,6 +143,7 @@ def rtc_prefix_weights(horizon: int, delay: int, executed: int) -> np.ndarray:
 class _InFlight:
     request: InferenceRequest
     executed_at_request: int  # actions executed in this task when the request was made
+    ticks_at_request: int
 
 
 class ChunkScheduler:
@@ -158,6 +160,7 @@ class ChunkScheduler:
         self.config = config or SchedulerConfig()
         self._guidance_factory = guidance_factory
         self.stats = SchedulerStats(latencies=deque(maxlen=self.config.latency_window))
+        self._delays: deque[int] = deque(maxlen=self.config.latency_window)  # in ticks
         self._request_ids = 0
         self._generation = 0
         self._chunk: np.ndarray | None = None  # (H, D), the chunk being executed
@@ -175,9 +178,10 @@ class ChunkScheduler:
     @property
     def estimated_delay_steps(self) -> int:
         """d: ticks executed from the current chunk before a chunk requested now can be used."""
-        latency = max(self.stats.latencies, default=self.config.initial_latency)
+        if self._delays:
+            return max(self._delays)
         # The epsilon keeps 0.15 s / 0.05 s from rounding up to 4 through float error.
-        return max(0, math.ceil(latency / self.config.control_period - 1e-6))
+        return math.ceil(self.config.initial_latency / self.config.control_period - 1e-6)
 
     def reset(self) -> None:
         """New task (new instruction, or restart after a pause): drop the current chunk and
@@ -202,7 +206,7 @@ class ChunkScheduler:
             guidance = self._rtc_guidance(delay)
         self._request_ids += 1
         request = InferenceRequest(self._request_ids, self._generation, now, delay, guidance)
-        self._in_flight = _InFlight(request, self._executed)
+        self._in_flight = _InFlight(request, self._executed, self.stats.ticks)
         return request
 
     def deliver(self, request: InferenceRequest, chunk: np.ndarray, now: float) -> bool:
@@ -213,6 +217,7 @@ class ChunkScheduler:
             return False
         in_flight, self._in_flight = self._in_flight, None
         self.stats.latencies.append(now - request.time)
+        self._delays.append(self.stats.ticks - in_flight.ticks_at_request)
         actions, problem = self._validated(chunk)
         if problem:
             self.stats.rejected_chunks += 1
