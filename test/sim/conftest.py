@@ -68,6 +68,18 @@ def top_down_rotation(yaw: float) -> np.ndarray:
     return np.column_stack([x, np.cross(z, x), z])
 
 
+def solve_top_down(world: SimWorld, side: str, pos, yaws=None, q0=(0, 0, 1.2, 1.6, 0, 0)):
+    """Best top-down IK over candidate gripper yaws: (q, error, yaw)."""
+    if yaws is None:
+        yaws = np.arange(-math.pi, math.pi, math.pi / 4)
+    best = None
+    for yaw in yaws:
+        q, err = solve_ik(world, side, f"{side}_eef", pos, top_down_rotation(yaw), q0=q0)
+        if best is None or err < best[1]:
+            best = (q, err, yaw)
+    return best
+
+
 def settle(world: SimWorld, seconds: float) -> None:
     world.step(int(round(seconds / world.config.timestep)))
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import ARM_JOINTS, settle, solve_ik, top_down_rotation
+from conftest import ARM_JOINTS, settle, solve_ik, solve_top_down, top_down_rotation
 
 pytestmark = pytest.mark.sim
 
@@ -110,13 +110,8 @@ def test_gripper_closes_on_the_box_and_lifts_it(make_world):
     # Grasp point 1.2 cm above the box centre: the fingertips (1 cm beyond it) end at the box's
     # mid-height, 2 cm above the table; the pads cover the upper half of the box.
     grasp_point = box[:3] + [0.0, 0.0, 0.012]
-    best = None
-    for k in range(-2, 3):
-        yaw = box_yaw + k * math.pi / 2
-        q, err = solve_ik(w, "right", "right_eef", grasp_point + [0, 0, 0.10], top_down_rotation(yaw), q0=home)
-        if best is None or err < best[1]:
-            best = (q, err, yaw)
-    q_pre, err, yaw = best
+    q_pre, err, yaw = solve_top_down(w, "right", grasp_point + [0, 0, 0.10],
+                                     yaws=[box_yaw + k * math.pi / 2 for k in range(-2, 3)], q0=home)
     assert err < 1e-4
     rot = top_down_rotation(yaw)
     q_grasp, err = solve_ik(w, "right", "right_eef", grasp_point, rot, q0=q_pre)

@@ -304,6 +304,9 @@ def build_spec(task: str = "handover_box", *, urdf: Path | None = None, cfg: dic
     cfg = cfg or robot_config()
     spec = mujoco.MjSpec.from_file(str(urdf or urdf_path()))
     spec.modelname = f"anubis_{task}"
+    # The URDF's <compiler discardvisual="true"/> already dropped its visuals while parsing;
+    # left on, the compiler would also drop the scene's visual-only geoms (table legs, wall).
+    spec.compiler.discardvisual = False
 
     spec.option.timestep = timestep
     spec.option.gravity = [0, 0, -9.81]
