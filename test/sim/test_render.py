@@ -28,9 +28,9 @@ def _changed(a, b, threshold=30):
     return np.abs(a.astype(int) - b.astype(int)).max(axis=2) > threshold
 
 
-@pytest.mark.parametrize("height,width", [(240, 320), (120, 200)])
-def test_every_camera_returns_a_nontrivial_rgb_image(make_world, height, width):
-    w = make_world(image_height=height, image_width=width)
+@pytest.mark.parametrize("height,width,antialias", [(240, 320, False), (120, 200, True)])
+def test_every_camera_returns_a_nontrivial_rgb_image(make_world, height, width, antialias):
+    w = make_world(image_height=height, image_width=width, antialias=antialias)
     images = w.render_all()
     assert list(images) == list(CAMERAS)
     for cam, img in images.items():

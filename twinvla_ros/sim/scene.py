@@ -299,7 +299,8 @@ def _add_cameras(spec: mujoco.MjSpec) -> None:
 
 
 def build_spec(task: str = "handover_box", *, urdf: Path | None = None, cfg: dict | None = None,
-               timestep: float = 0.002, image_width: int = 320, image_height: int = 240) -> mujoco.MjSpec:
+               timestep: float = 0.002, image_width: int = 320, image_height: int = 240,
+               antialias: bool = False) -> mujoco.MjSpec:
     spec_task = task_spec(task)
     cfg = cfg or robot_config()
     spec = mujoco.MjSpec.from_file(str(urdf or urdf_path()))
@@ -318,6 +319,9 @@ def build_spec(task: str = "handover_box", *, urdf: Path | None = None, cfg: dic
     spec.visual.global_.offwidth = max(int(image_width), 1)
     spec.visual.global_.offheight = max(int(image_height), 1)
     spec.visual.quality.shadowsize = 0
+    # Multisampling costs more than everything else in these scenes on a software rasteriser:
+    # three cameras at 480x640 render ~2.5x faster without it (measured 50 vs 18 frames/s).
+    spec.visual.quality.offsamples = 4 if antialias else 0
     spec.visual.headlight.ambient = [0.25, 0.25, 0.25]
     spec.visual.headlight.diffuse = [0.35, 0.35, 0.35]
     spec.visual.headlight.specular = [0.0, 0.0, 0.0]
@@ -332,11 +336,11 @@ def build_spec(task: str = "handover_box", *, urdf: Path | None = None, cfg: dic
 
 
 def build_model(task: str = "handover_box", *, urdf: Path | None = None, cfg: dict | None = None,
-                timestep: float = 0.002, image_width: int = 320,
-                image_height: int = 240) -> tuple[mujoco.MjModel, SceneInfo]:
+                timestep: float = 0.002, image_width: int = 320, image_height: int = 240,
+                antialias: bool = False) -> tuple[mujoco.MjModel, SceneInfo]:
     cfg = cfg or robot_config()
     spec = build_spec(task, urdf=urdf, cfg=cfg, timestep=timestep, image_width=image_width,
-                      image_height=image_height)
+                      image_height=image_height, antialias=antialias)
     model = spec.compile()
     # Clip planes are relative to the model extent: make the near plane an absolute distance.
     model.vis.map.znear = CAMERA_NEAR / model.stat.extent

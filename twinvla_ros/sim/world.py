@@ -44,6 +44,7 @@ class SimConfig:
     image_width: int = 320
     seed: int = 0                     # object placement of the first reset
     urdf_path: Path | None = None     # default: twinvla_ros.paths.urdf_path()
+    antialias: bool = False           # 4x multisampling: smoother edges, ~2.5x slower rendering
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ class SimWorld:
         self.config = config
         self.model, self.info = build_model(
             config.task, urdf=config.urdf_path, timestep=config.timestep,
-            image_width=config.image_width, image_height=config.image_height)
+            image_width=config.image_width, image_height=config.image_height,
+            antialias=config.antialias)
         self.data = mujoco.MjData(self.model)
         self._lock = threading.RLock()
         self._render_lock = threading.Lock()
