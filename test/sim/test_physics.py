@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import ARM_JOINTS, settle, solve_ik, solve_top_down, top_down_rotation
+from sim_helpers import ARM_JOINTS, settle, solve_ik, solve_top_down, top_down_rotation
 
 pytestmark = pytest.mark.sim
 

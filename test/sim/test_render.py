@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import ARM_JOINTS, settle, solve_top_down
+from sim_helpers import ARM_JOINTS, settle, solve_top_down
 from twinvla_ros.sim import CAMERAS
 
 pytestmark = pytest.mark.sim

@@ -5,7 +5,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from conftest import settle
+from sim_helpers import settle
 from twinvla_ros.sim import SimConfig, SimWorld
 from twinvla_ros.sim.scene import TABLE_TOP_Z, TABLE_X, TABLE_Y, TASKS
 
