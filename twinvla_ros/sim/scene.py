@@ -9,7 +9,8 @@ On top of that this module adds what a URDF cannot say:
   yaml efforts, with gravity compensation routed through the actuators (a servo's integral
   term in steady state; it is clamped by the same force limit and vanishes with torque off);
 - reflected rotor inertia (armature) and damping so the arm is stable at a 2 ms step;
-- the gripper mimic (finger 2 = finger 1) as an equality constraint (MuJoCo ignores <mimic>);
+- the gripper mimic (finger 2 = finger 1) as one stiff joint equality (MuJoCo 3.17's URDF
+  importer makes an unnamed soft one from <mimic>, older versions none: named or added here);
 - high-friction finger pads (condim 4) so a closed gripper holds and lifts a 50-100 g box;
 - contact exclusions between arm links that overlap by construction;
 - floor, table, lights, graspable objects with free joints, and the three cameras.

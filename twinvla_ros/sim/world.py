@@ -9,8 +9,10 @@ of the current instant into the cameras' scenes (`mjv_updateScene`, tens of micr
 the rasterisation (`mjr_render` + `mjr_readPixels`, milliseconds, software GL on this CPU) runs
 after the lock is released, under a separate render lock. A full MjData copy per frame would
 cost more than the scene update and still need the lock to take it, and rendering under the
-physics lock would stall the physics thread for a whole frame (30-50 ms for three cameras on
-two cores), breaking real time. MuJoCo's C calls release the GIL, so the two threads overlap.
+physics lock would stall the physics thread for a whole frame (12-30 ms for three cameras at
+240x320 on two shared cores), breaking real time. MuJoCo's C calls release the GIL, so the two
+threads overlap: measured, physics kept real time (worst lag 9 ms) while another thread
+rendered the three cameras continuously at ~55 frames/s.
 
 The OpenGL context is made current for each render call and released afterwards, so any
 thread may render (one at a time) and close() works from any thread.
