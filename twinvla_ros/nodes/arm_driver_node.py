@@ -88,8 +88,6 @@ class ArmDriverNode(Node):
         self.create_service(Trigger, "~/go_home", self._on_go_home)
         self.create_service(Trigger, "~/clear_estop", self._on_clear_estop)
         self.diagnostics = Diagnostics(self)
-        log = self.get_logger()
-        self._log_by_level = {Level.OK: log.info, Level.WARN: log.warn, Level.ERROR: log.error}
         self.loop_rate = RateMeter()
         # EEF command received -> joint target written, per command (for the bench and diagnostics).
         self.command_latencies: deque[float] = deque(maxlen=1000)
@@ -217,7 +215,7 @@ class ArmDriverNode(Node):
                 if received is not None:
                     self.command_latencies.append(time.monotonic() - received)
             for level, event in controller.drain_events():
-                self._log_by_level[level](event)
+                self._log(level, event)
         self._tick_count += 1
         if self._tick_count % self._state_every == 0:
             self._publish_state()
@@ -226,6 +224,15 @@ class ArmDriverNode(Node):
             self._last_diagnostics = now
         else:
             self._publish_diagnostics(force=False)
+
+    def _log(self, level: Level, message: str) -> None:
+        # One call site per severity: rclpy refuses a call site that changes severity.
+        if level == Level.ERROR:
+            self.get_logger().error(message)
+        elif level == Level.WARN:
+            self.get_logger().warning(message)
+        else:
+            self.get_logger().info(message)
 
     def _publish_state(self) -> None:
         stamp = self.get_clock().now().to_msg()

@@ -120,9 +120,9 @@ class SimNode(Node):
             self.camera_meter.tick()
             next_frame += period
             now = time.monotonic()
-            if next_frame < now:          # rendering slower than the rate: do not burst
+            if next_frame < now - period:   # more than a frame behind: restart, do not burst
                 next_frame = now
-            self._stop.wait(next_frame - now)
+            self._stop.wait(max(0.0, next_frame - now))
 
     def _publish_joint_state(self) -> None:
         positions, velocities, efforts = self.world.joint_state()
@@ -140,7 +140,7 @@ class SimNode(Node):
             self.world.set_joint_targets(dict(zip(msg.name, msg.position)))
         except ValueError as error:
             self._rejected_commands += 1
-            self.get_logger().warn(f"rejected joint command: {error}", throttle_duration_sec=1.0)
+            self.get_logger().warning(f"rejected joint command: {error}", throttle_duration_sec=1.0)
 
     def _on_torque(self, msg: JointState) -> None:
         # The sim switches all actuators together; the driver enables both arms at once.

@@ -1,0 +1,66 @@
+"""A test's eyes and hands in a running graph: records topics, publishes, calls services."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+from rclpy.node import Node
+
+
+class Probe(Node):
+    def __init__(self, context, name: str = "test_probe"):
+        super().__init__(name, context=context)
+        self._lock = threading.Lock()
+        self.received: dict[str, list[tuple[float, Any]]] = defaultdict(list)
+
+    def record(self, msg_type, topic: str, qos) -> None:
+        def store(msg):
+            with self._lock:
+                self.received[topic].append((time.monotonic(), msg))
+        self.create_subscription(msg_type, topic, store, qos)
+
+    def messages(self, topic: str, since: float = 0.0) -> list:
+        with self._lock:
+            return [msg for stamp, msg in self.received[topic] if stamp >= since]
+
+    def stamped(self, topic: str, since: float = 0.0) -> list[tuple[float, Any]]:
+        with self._lock:
+            return [(stamp, msg) for stamp, msg in self.received[topic] if stamp >= since]
+
+    def latest(self, topic: str):
+        with self._lock:
+            return self.received[topic][-1][1] if self.received[topic] else None
+
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        client = self.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} not available")
+            future = client.call_async(request)
+            wait_for(future.done, timeout, f"reply from {name}")
+            return future.result()
+        finally:
+            self.destroy_client(client)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.02):
+    """Poll until condition() is truthy; returns its value or fails saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+
+
+def run_for(seconds: float, every: float, action: Callable[[], None]) -> None:
+    """Call action() every `every` seconds for `seconds` (a publisher stream in a test)."""
+    end = time.monotonic() + seconds
+    next_time = time.monotonic()
+    while next_time < end:
+        action()
+        next_time += every
+        time.sleep(max(0.0, next_time - time.monotonic()))
