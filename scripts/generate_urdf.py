@@ -144,7 +144,8 @@ def arm(side: str, cfg: dict) -> str:
     w = cfg["cameras"]["wrist"]
     y_side = w["xyz"][1] * (1 if side == "left" else -1)
     tilt = w["tilt_towards_fingers"] * (-1 if side == "left" else 1)
-    rot = Rotation.from_euler("y", -np.pi / 2) * Rotation.from_euler("z", tilt)
+    roll = np.pi / 2 * (-1 if side == "left" else 1)
+    rot = Rotation.from_euler("y", -np.pi / 2) * Rotation.from_euler("z", tilt) * Rotation.from_euler("x", roll)
     rpy = rot.as_euler("xyz")
     out += camera_frames(f"{side}_wrist_camera", base, (w["xyz"][0], y_side, w["xyz"][2]), rpy)
     return out

@@ -177,3 +177,18 @@ def test_close_releases_the_renderer(make_world):
         w.render("ego")
     w.step(10)  # physics does not need the renderer
     assert w.joint_state()[0].shape == (14,)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_each_wrist_camera_sees_its_own_fingers_close(make_world, side):
+    w = make_world(task="empty")
+    camera = f"wrist_{side}"
+    open_image = w.render(camera)
+    w.set_joint_targets({f"{side}_gripper": 0.0})
+    settle(w, 0.8)
+    closed_image = w.render(camera)
+    changed = _changed(open_image, closed_image)
+    # The fingers move across the lower part of the image; the rest of the view is unchanged.
+    height = changed.shape[0]
+    assert changed[height // 2:].mean() > 0.02, "fingers not visible in the wrist camera"
+    assert changed[: height // 4].mean() < 0.01

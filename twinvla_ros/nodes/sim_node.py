@@ -39,6 +39,8 @@ class SimNode(Node):
             seed=declare(self, "seed", 0, "object placement seed used at start and by ~/reset"),
         )
         camera_rate = declare(self, "camera_rate", 15.0, "rate of the three camera streams in Hz")
+        declare(self, "muted_cameras", [""], "cameras whose stream is stopped (fault injection: "
+                "ego, wrist_left, wrist_right); settable at run time")
         joint_state_rate = declare(self, "joint_state_rate", 100.0,
                                    "rate of /sim/joint_states in Hz (also how often physics catches up)")
         camera_namespace = declare(self, "camera_namespace", "/cameras", "prefix of the camera topics")
@@ -111,7 +113,10 @@ class SimNode(Node):
             except RuntimeError:          # world closed during shutdown
                 return
             self.render_seconds = (self.render_seconds + [time.monotonic() - started])[-100:]
+            muted = set(self.get_parameter("muted_cameras").value or [])
             for camera, image in images.items():
+                if camera in muted:
+                    continue
                 intrinsics = self.world.camera_intrinsics(camera)
                 self._image_pubs[camera].publish(rgb_to_image(image, stamp, intrinsics.frame_id))
                 self._info_pubs[camera].publish(camera_info(
