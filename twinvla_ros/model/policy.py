@@ -125,8 +125,9 @@ class TwinVLAPolicy:
             statistics = {unnorm_key: default_statistics()}
         elif "action" in statistics:
             statistics = {unnorm_key: statistics}
+        key = unnorm_key if unnorm_key in statistics else None  # a one-dataset file: its only key
         model = TwinVLA.random(TwinVLAConfig.preset("tiny"), seed=seed)
-        return cls(model, build_tiny_tokenizer(), statistics, unnorm_key=unnorm_key)
+        return cls(model, build_tiny_tokenizer(), statistics, unnorm_key=key)
 
     def save_pretrained(self, path) -> None:
         path = Path(path)

@@ -192,10 +192,6 @@ class ModelInputs:
     pixel_right: torch.Tensor
     proprio: torch.Tensor
 
-    @property
-    def batch_size(self) -> int:
-        return self.input_ids.shape[0]
-
 
 class TwinVLAProcessor:
     def __init__(self, config: TwinVLAConfig, tokenizer):

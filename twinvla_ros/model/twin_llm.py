@@ -48,7 +48,6 @@ class JointLayout:
 
     C: int
     S: int
-    shared_lens: list[int]
     position_ids: torch.Tensor  # (B, T) long
     allowed: torch.Tensor  # (B, 1, T, T) bool
     shared_keys: torch.Tensor  # (B, 1, 1, T) bool: shared-block keys (pads included; their weight is 0)
@@ -75,14 +74,13 @@ class JointLayout:
         return cls(
             C=C,
             S=S,
-            shared_lens=list(shared_lens),
             position_ids=torch.stack(pos),
             allowed=torch.stack(allowed)[:, None],
             shared_keys=shared_keys.expand(len(shared_lens), T)[:, None, None, :],
         )
 
     def to(self, device) -> "JointLayout":
-        return JointLayout(self.C, self.S, self.shared_lens, self.position_ids.to(device), self.allowed.to(device), self.shared_keys.to(device))
+        return JointLayout(self.C, self.S, self.position_ids.to(device), self.allowed.to(device), self.shared_keys.to(device))
 
     def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
         # As the reference: a float32 tensor filled with finfo(model dtype).min, 0 where allowed.
