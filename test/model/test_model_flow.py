@@ -141,11 +141,11 @@ def test_guidance_pulls_the_prefix_to_the_previous_chunk(policy, obs):
     free = policy.sample(ctx, seed=0)
     rng = np.random.default_rng(3)
     target = policy.sample(ctx, seed=99) + rng.normal(scale=0.05, size=(20, 20))
-    d = 6
-    weights = np.zeros(20)
+    d, H = 6, 12  # frozen prefix, overlap with the previous chunk
+    weights = np.zeros(H)
     weights[:d] = 1.0
-    weights[d:12] = np.linspace(1, 0, 8)[1:-1]
-    guided = policy.sample(ctx, seed=0, guidance=Guidance(target, weights, max_weight=5.0))
+    weights[d:] = np.linspace(1, 0, H - d + 2)[1:-1]
+    guided = policy.sample(ctx, seed=0, guidance=Guidance(target[:H], weights, max_weight=5.0))
     err_free = np.abs(free[:d] - target[:d]).mean()
     err_guided = np.abs(guided[:d] - target[:d]).mean()
     assert err_guided < 0.25 * err_free, (err_free, err_guided)
@@ -154,6 +154,8 @@ def test_guidance_pulls_the_prefix_to_the_previous_chunk(policy, obs):
     # Zero weights reproduce unguided sampling.
     same = policy.sample(ctx, seed=0, guidance=Guidance(target, np.zeros(20)))
     assert np.allclose(same, free, atol=1e-5)
+    with pytest.raises(ValueError, match="guidance needs"):
+        policy.sample(ctx, guidance=Guidance(target[:, :10], np.ones(20)))
 
 
 def test_guidance_weight_schedule():

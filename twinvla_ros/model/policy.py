@@ -196,9 +196,11 @@ class TwinVLAPolicy:
         L, n = self.config.action_len, self.action_dim
         actions = np.asarray(guidance.actions, dtype=np.float64)
         weights = np.asarray(guidance.weights, dtype=np.float64)
-        H = actions.shape[0]
-        if actions.ndim != 2 or actions.shape[1] != n or H > L or weights.shape != (H,):
+        if actions.ndim != 2 or actions.shape[1] != n or actions.shape[0] > L or weights.shape != actions.shape[:1]:
             raise ValueError(f"guidance needs actions (H, {n}) and weights (H,) with H <= {L}; got {actions.shape} and {weights.shape}")
+        if not (np.all(np.isfinite(actions)) and np.all(np.isfinite(weights))):
+            raise ValueError("guidance actions and weights must be finite")
+        H = actions.shape[0]
         target = np.zeros((L, n))
         target[:H] = self.normalizer.normalize_action(actions)
         w = np.zeros(L)
