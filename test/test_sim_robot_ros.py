@@ -81,10 +81,12 @@ def stream_target(probe, pose, seconds, side="right", rate=20.0):
 
 def commanded(probe, side, since):
     """The joint targets the driver sent to the sim bus for one arm: (n, 7)."""
+    names = [f"{side}_joint{i}" for i in range(1, 7)] + [f"{side}_gripper"]
     rows = []
     for msg in probe.messages("/sim/joint_commands", since):
-        if msg.name[0].startswith(side):
-            rows.append(np.array(msg.position))
+        position = dict(zip(msg.name, msg.position))
+        if all(name in position for name in names):
+            rows.append([position[name] for name in names])
     return np.array(rows)
 
 

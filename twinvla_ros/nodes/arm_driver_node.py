@@ -112,10 +112,20 @@ class ArmDriverNode(Node):
             command_pub = self.create_publisher(JointState, command_topic, COMMAND_QOS)
             torque_pub = self.create_publisher(JointState, torque_topic, COMMAND_QOS)
 
+            pending: dict[str, float] = {}
+
             def send_targets(names, positions):
-                msg = JointState(name=list(names), position=[float(p) for p in positions])
-                msg.header.stamp = self.get_clock().now().to_msg()
-                command_pub.publish(msg)
+                pending.update(zip(names, positions.tolist()))
+
+            def flush_targets():
+                # Both arms' targets of one tick travel in one message: half the traffic.
+                if pending:
+                    msg = JointState(name=list(pending), position=list(pending.values()))
+                    msg.header.stamp = self.get_clock().now().to_msg()
+                    command_pub.publish(msg)
+                    pending.clear()
+
+            self._flush_bus = flush_targets
 
             def send_torque(names, enabled):
                 # JointState as a per-joint on/off list: effort 1 = torque on, 0 = off.
@@ -202,6 +212,7 @@ class ArmDriverNode(Node):
     def _servo_tick(self) -> None:
         now = time.monotonic()
         self.loop_rate.tick(now)
+        report_now = False
         for side, controller in self.controllers.items():
             bus = self.buses[side]
             try:
@@ -214,16 +225,18 @@ class ArmDriverNode(Node):
                 received = self._pending_command.pop(side, None)
                 if received is not None:
                     self.command_latencies.append(time.monotonic() - received)
-            for level, event in controller.drain_events():
+            events = controller.drain_events()
+            for level, event in events:
                 self._log(level, event)
+            report_now = report_now or bool(events)
+        self._flush_bus()
         self._tick_count += 1
         if self._tick_count % self._state_every == 0:
             self._publish_state()
-        if now - self._last_diagnostics >= 0.5:
-            self._publish_diagnostics(force=True)
+        # Twice a second, and at once when something happened (e-stop, rejection, stale ...).
+        if report_now or now - self._last_diagnostics >= 0.5:
+            self._publish_diagnostics()
             self._last_diagnostics = now
-        else:
-            self._publish_diagnostics(force=False)
 
     def _log(self, level: Level, message: str) -> None:
         # One call site per severity: rclpy refuses a call site that changes severity.
@@ -254,7 +267,7 @@ class ArmDriverNode(Node):
         msg.header.stamp = stamp
         self._joint_state_pub.publish(msg)
 
-    def _publish_diagnostics(self, force: bool) -> None:
+    def _publish_diagnostics(self) -> None:
         statuses = []
         for side, controller in self.controllers.items():
             status = controller.status()
@@ -264,7 +277,7 @@ class ArmDriverNode(Node):
         if latencies.size:
             loop["eef_cmd_to_joint_target_p50_ms"] = f"{np.percentile(latencies, 50) * 1e3:.2f}"
         statuses.append(("servo loop", Level.OK, f"{self.backend} backend", loop))
-        self.diagnostics.publish(statuses, force=force)
+        self.diagnostics.publish(statuses)
 
 
 def main(args=None):

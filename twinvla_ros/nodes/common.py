@@ -110,21 +110,15 @@ def camera_info(width: int, height: int, fx: float, fy: float, cx: float, cy: fl
 
 
 class Diagnostics:
-    """Publishes a DiagnosticArray: at a steady rate, and at once when a level changes."""
+    """Publishes the node's statuses as one DiagnosticArray (the node decides when)."""
 
     def __init__(self, node: Node, topic: str = "/diagnostics", hardware_id: str = "anubis"):
         self._node = node
         self._pub = node.create_publisher(DiagnosticArray, topic, COMMAND_QOS)
         self._hardware_id = hardware_id
-        self._levels: dict[str, int] = {}
 
-    def publish(self, statuses: Iterable[tuple[str, int, str, dict[str, Any]]], force: bool = False) -> bool:
-        """statuses: (name, level, message, values). Returns True if something was published."""
-        statuses = list(statuses)
-        levels = {name: int(level) for name, level, _, _ in statuses}
-        if not force and levels == self._levels:
-            return False
-        self._levels = levels
+    def publish(self, statuses: Iterable[tuple[str, int, str, dict[str, Any]]]) -> None:
+        """statuses: (name, level, message, values)."""
         array = DiagnosticArray()
         array.header.stamp = self._node.get_clock().now().to_msg()
         for name, level, message, values in statuses:
@@ -136,7 +130,6 @@ class Diagnostics:
             status.values = [KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
             array.status.append(status)
         self._pub.publish(array)
-        return True
 
 
 class RateMeter:

@@ -41,6 +41,7 @@ from twinvla_ros.policy.worker import InferenceWorker, run_control_tick
 CAMERAS = ("ego", "wrist_left", "wrist_right")
 # Stream order of the synchronizer: images first, then the robot state.
 STREAMS = (*CAMERAS, "left_eef", "right_eef", "joint_states")
+MATCHED = "time-matched inputs"
 
 
 class State(str, Enum):
@@ -81,8 +82,8 @@ class PolicyNode(Node):
         injected_latency = declare(self, "injected_latency", 0.0, "seconds added to every inference (latency experiments)")
         max_image_age = declare(self, "max_image_age", 0.5, "seconds an image may be old before the policy holds")
         max_state_age = declare(self, "max_state_age", 0.3, "seconds the EEF state may be old before the policy holds")
-        max_skew = declare(self, "max_skew", 0.15, "seconds the newest and oldest input may be apart")
-        sync_slop = declare(self, "sync_slop", 0.05, "approximate-time matching window of the inputs, seconds")
+        max_skew = declare(self, "max_skew", 0.05, "seconds the stamps of one observation's inputs may be "
+                           "apart (approximate-time matching window)")
         synchronizer = declare(self, "synchronizer", "auto", "auto (message_filters if importable), message_filters or twinvla_ros")
         self.max_instruction_length = declare(self, "max_instruction_length", MAX_INSTRUCTION_LENGTH, "longest accepted instruction")
         self.reference_frame = declare(self, "reference_frame", "eef_reference", "frame of the EEF targets")
@@ -102,9 +103,13 @@ class PolicyNode(Node):
                             max_guidance_weight=max_guidance),
             guidance_factory=Guidance)
         self.worker = InferenceWorker(self._infer, self._snapshot, injected_latency=injected_latency)
+        # Each stream's age is checked on arrival (so a silent camera is named as such), and
+        # the last time-matched set of all of them must be fresh too. The skew within an
+        # observation is bounded by the matcher; across streams' latest arrivals it is not a
+        # fault (a camera frame arrives a render later than the state of the same instant).
         self.gate = ObservationGate(
-            [StreamLimit(name, max_image_age if name in CAMERAS else max_state_age) for name in STREAMS],
-            max_skew)
+            [StreamLimit(name, max_image_age if name in CAMERAS else max_state_age) for name in STREAMS]
+            + [StreamLimit(MATCHED, max_image_age)], max_skew=float("inf"))
 
         self._lock = threading.Lock()
         self.state = State.IDLE
@@ -115,7 +120,7 @@ class PolicyNode(Node):
         self.rejected_instructions = 0
         self.published_actions = 0
         self.holds = 0                        # times a stale or missing input held the arms
-        self.sync = StreamSynchronizer(len(STREAMS), queue_size=10, slop=sync_slop,
+        self.sync = StreamSynchronizer(len(STREAMS), queue_size=10, slop=max_skew,
                                        callback=self._on_matched, implementation=synchronizer)
         for index, camera in enumerate(CAMERAS):
             self._subscribe(Image, f"{camera_namespace}/{camera}/color/image_raw", index, SENSOR_QOS)
@@ -172,13 +177,19 @@ class PolicyNode(Node):
         return policy
 
     def _subscribe(self, msg_type, topic: str, index: int, qos) -> None:
-        self.create_subscription(msg_type, topic, lambda msg: self.sync.feed(index, msg), qos)
+        name = STREAMS[index]
+
+        def on_message(msg):
+            self.gate.update({name: stamp_to_seconds(msg.header.stamp)})
+            self.sync.feed(index, msg)
+
+        self.create_subscription(msg_type, topic, on_message, qos)
 
     # ---- inputs --------------------------------------------------------------------------------
 
     def _on_matched(self, *msgs) -> None:
         self._latest = msgs
-        self.gate.update({name: stamp_to_seconds(msg.header.stamp) for name, msg in zip(STREAMS, msgs)})
+        self.gate.update({MATCHED: max(stamp_to_seconds(msg.header.stamp) for msg in msgs)})
 
     def _on_instruction(self, msg: String) -> None:
         try:
@@ -332,7 +343,7 @@ class PolicyNode(Node):
             level, message = Level.WARN, f"inference failing: {stats.last_failure}"
         else:
             level, message = Level.OK, self.state.value
-        self.diagnostics.publish([("policy", level, message, values)], force=True)
+        self.diagnostics.publish([("policy", level, message, values)])
 
     def close(self) -> None:
         self._stop_event.set()

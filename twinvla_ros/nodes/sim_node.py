@@ -169,7 +169,7 @@ class SimNode(Node):
             values["render_3cams_ms"] = f"{np.median(self.render_seconds) * 1e3:.1f}"
         level = Level.OK if self._realtime_factor > 0.9 else Level.WARN
         message = "running" if level == Level.OK else f"slower than real time ({self._realtime_factor:.2f}x)"
-        self.diagnostics.publish([("simulation", level, message, values)], force=True)
+        self.diagnostics.publish([("simulation", level, message, values)])
 
     def close(self) -> None:
         self._stop.set()
