@@ -1,45 +1,28 @@
 #!/usr/bin/env python3
-"""Benchmark of the MuJoCo sim (and, later, the arm driver): prints `name=value` lines.
+"""Benchmark of the MuJoCo sim and the arm driver: prints `name=value` lines.
 
     python bench/sim_driver.py                    # every figure
     python bench/sim_driver.py --only sim_realtime_factor
 
 The first line describes the machine. Each figure is one function in FIGURES returning its
-value; add a figure (e.g. the arm driver's `arm_driver_loop_hz`) by writing a function and
-appending it to FIGURES. Figures here are throughput on this machine, not pass/fail tests.
+value. The arm-driver figures run the sim_robot graph (sim node + arm driver) in this process
+over real DDS, the way the tests and `twinvla-ros launch` run it, while EEF targets stream at
+20 Hz. Figures here are throughput on this machine, not pass/fail tests.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
+import threading
 import time
-from pathlib import Path
+from functools import lru_cache
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from a source checkout
+import numpy as np
+from common import machine_line
 
-from twinvla_ros.sim import SimConfig, SimWorld  # noqa: E402  (also selects MUJOCO_GL)
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import mujoco
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    # Other processes share these cores: the load average says how much the figures are shared.
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f'cpu="{cpu}", cores={cores}, python={platform.python_version()}, '
-            f'mujoco={mujoco.__version__}, MUJOCO_GL={os.environ.get("MUJOCO_GL")}, '
-            f'loadavg_1min={load:.2f}')
+from twinvla_ros.sim import SimConfig, SimWorld  # also selects MUJOCO_GL
 
 
 def _render_fps(height: int, width: int, seconds: float) -> float:
@@ -84,10 +67,105 @@ def sim_realtime_factor(seconds: float) -> float:
         return steps * world.config.timestep / wall
 
 
+@lru_cache(maxsize=None)
+def _driver_run(seconds: float) -> tuple[float, float]:
+    """(servo loop Hz, median ms from an EEF command's arrival to the joint target it causes)
+    of the arm driver in the sim_robot graph while both arms follow a 20 Hz target stream."""
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.node import Node
+
+    from twinvla_ros.graph import sim_robot
+    from twinvla_ros.nodes.common import COMMAND_QOS, matrix_to_pose
+    from twinvla_ros.ros_env import isolate_dds
+    from twinvla_ros.runner import GraphRunner
+
+    isolate_dds()
+    with GraphRunner(sim_robot()) as runner:
+        driver = runner.node("arm_driver_node")
+        while any(c.measured is None for c in driver.controllers.values()):
+            time.sleep(0.05)
+        streamer = Node("bench_targets", context=runner.context)
+        runner.add_node(streamer)
+        pubs = {side: streamer.create_publisher(PoseStamped, f"/{side}_arm/eef_target", COMMAND_QOS)
+                for side in driver.controllers}
+        homes = {side: c.measured_pose() for side, c in driver.controllers.items()}
+        driver.loop_rate = type(driver.loop_rate)(window=100000)
+        driver.command_latencies.clear()
+        start = time.monotonic()
+        while (t := time.monotonic() - start) < seconds:
+            for side, pub in pubs.items():
+                target = homes[side].copy()
+                target[:3, 3] += 0.05 * np.array([np.sin(2 * np.pi * 0.25 * t), np.cos(2 * np.pi * 0.25 * t) - 1, 0])
+                msg = PoseStamped()
+                msg.header.frame_id = "eef_reference"
+                msg.pose = matrix_to_pose(target)
+                pub.publish(msg)
+            time.sleep(0.05)
+        periods = driver.loop_rate.periods()
+        return 1.0 / periods.mean(), float(np.median(driver.command_latencies) * 1e3)
+
+
+def arm_driver_loop_hz(seconds: float) -> float:
+    return _driver_run(seconds)[0]
+
+
+def eef_cmd_to_joint_target_ms(seconds: float) -> float:
+    return _driver_run(seconds)[1]
+
+
+def image_publish_latency_ms(seconds: float) -> float:
+    """Median ms from publishing a 480x640 rgb8 Image to its subscriber's callback, two nodes
+    of one process on their own executor threads (sensor-data QoS, as the cameras use)."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    from twinvla_ros.nodes.common import SENSOR_QOS, rgb_to_image
+    from twinvla_ros.ros_env import isolate_dds
+
+    isolate_dds()
+    context = Context()
+    rclpy.init(context=context)
+    latencies = []
+    try:
+        publisher_node = Node("bench_camera", context=context)
+        subscriber_node = Node("bench_viewer", context=context)
+        sent: dict[int, float] = {}
+        subscriber_node.create_subscription(
+            Image, "/bench/image", lambda msg: latencies.append(time.perf_counter() - sent[msg.header.stamp.nanosec]),
+            SENSOR_QOS)
+        pub = publisher_node.create_publisher(Image, "/bench/image", SENSOR_QOS)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(subscriber_node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        while pub.get_subscription_count() == 0:
+            time.sleep(0.05)
+        image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        start, frame = time.monotonic(), 0
+        while time.monotonic() - start < seconds:
+            msg = rgb_to_image(image, publisher_node.get_clock().now().to_msg(), "bench")
+            msg.header.stamp.nanosec = frame            # the frame number keys the send time
+            sent[frame] = time.perf_counter()
+            pub.publish(msg)
+            frame += 1
+            time.sleep(1 / 30)
+        time.sleep(0.2)
+        executor.shutdown()
+    finally:
+        rclpy.shutdown(context=context)
+    return float(np.median(latencies) * 1e3)
+
+
 FIGURES: list[Callable[[float], float]] = [
     sim_render_fps_3cams_240x320,
     sim_render_fps_3cams_480x640,
     sim_realtime_factor,
+    arm_driver_loop_hz,
+    eef_cmd_to_joint_target_ms,
+    image_publish_latency_ms,
 ]
 
 
@@ -101,9 +179,10 @@ def main(argv=None) -> int:
     unknown = set(args.only) - {f.__name__ for f in FIGURES}
     if unknown:
         parser.error(f"unknown figure(s) {sorted(unknown)}; known: {[f.__name__ for f in FIGURES]}")
-    print(f"machine={machine()}", flush=True)
+    import mujoco
+    print(machine_line(mujoco=mujoco.__version__, MUJOCO_GL=os.environ.get("MUJOCO_GL", "")), flush=True)
     for figure in figures:
-        print(f"{figure.__name__}={figure(args.seconds):.1f}", flush=True)
+        print(f"{figure.__name__}={figure(args.seconds):.2f}", flush=True)
     return 0
 
 

@@ -120,7 +120,7 @@ def run_demo(out: str | Path = "demo_out", duration: float = 20.0, instruction: 
             "checkpoint": checkpoint or "embedded tiny demo model (random weights)",
             "published_actions": policy.published_actions, "chunks": stats.chunks_accepted,
             "stall_ticks": stats.stall_ticks, "startup_ticks": stats.startup_ticks,
-            "mean_boundary_jump": stats.mean_boundary_jump,
+            "mean_boundary_jump": stats.mean_boundary_jump, "mean_plan_change": stats.mean_plan_change,
             "inference_ms_p50": float(np.percentile(latencies, 50) * 1e3) if latencies.size else None,
             "inference_ms_p99": float(np.percentile(latencies, 99) * 1e3) if latencies.size else None,
             "control_period_ms_p50": float(np.percentile(tick_periods, 50) * 1e3) if tick_periods.size else None,

@@ -254,6 +254,23 @@ def test_rtc_keeps_the_new_chunk_continuous_with_the_old_one():
     assert jumps[ExecutionMode.RTC] < 0.3 * jumps[ExecutionMode.ASYNC]
 
 
+def test_plan_change_compares_the_new_chunk_with_the_old_one_on_the_same_tick():
+    scheduler = ChunkScheduler(SchedulerConfig(mode="async", execution_horizon=5, initial_latency=0.0))
+    now = 0.0
+    scheduler.deliver(scheduler.poll_request(now), chunk_of(0.0) + np.arange(HORIZON)[:, None], now)
+    for _ in range(5):
+        scheduler.tick(now)
+        now += PERIOD
+    request = scheduler.poll_request(now)
+    scheduler.deliver(request, chunk_of(10.0), now)
+    scheduler.tick(now)
+    stats = scheduler.stats
+    # The old chunk would have executed its step 5 (value 5) on this tick; the new one gives 10.
+    assert stats.plan_changes == 1
+    assert stats.mean_plan_change == pytest.approx(5.0 * math.sqrt(DIM))
+    assert stats.last_boundary_jump == pytest.approx(6.0 * math.sqrt(DIM))   # from the executed 4
+
+
 # --- requests, guidance and results --------------------------------------------------------------
 
 

@@ -331,6 +331,8 @@ class PolicyNode(Node):
             values["chunk_age_s"] = f"{stats.chunk_age:.3f}"
         if stats.mean_boundary_jump is not None:
             values["mean_boundary_jump"] = f"{stats.mean_boundary_jump:.4f}"
+        if stats.mean_plan_change is not None:
+            values["mean_plan_change"] = f"{stats.mean_plan_change:.4f}"
         if self._latest is not None:
             stamps = [stamp_to_seconds(msg.header.stamp) for msg in self._latest]
             values["input_skew_ms"] = f"{(max(stamps) - min(stamps)) * 1e3:.1f}"

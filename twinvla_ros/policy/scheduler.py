@@ -108,12 +108,20 @@ class SchedulerStats:
     last_boundary_jump: float | None = None  # L2 between last old action and first new one
     boundary_jump_sum: float = 0.0
     max_boundary_jump: float = 0.0
+    # At switches that replace a chunk before its end: L2 between the new chunk's first executed
+    # action and the action the old chunk had for that same tick.
+    plan_changes: int = 0
+    plan_change_sum: float = 0.0
     latencies: deque = field(default_factory=deque)  # seconds, request to delivery, recent ones
     chunk_age: float | None = None  # seconds since the request of the chunk being executed
 
     @property
     def mean_boundary_jump(self) -> float | None:
         return self.boundary_jump_sum / self.chunk_switches if self.chunk_switches else None
+
+    @property
+    def mean_plan_change(self) -> float | None:
+        return self.plan_change_sum / self.plan_changes if self.plan_changes else None
 
 
 def rtc_prefix_weights(horizon: int, delay: int, executed: int) -> np.ndarray:
@@ -170,6 +178,7 @@ class ChunkScheduler:
         self._executed = 0  # actions executed in this task (since the last reset)
         self._last_action: np.ndarray | None = None  # (D,)
         self._boundary_pending = False  # a new chunk replaced one: measure the jump next tick
+        self._replaced_next: np.ndarray | None = None  # (D,) the replaced chunk's next action
 
     @property
     def generation(self) -> int:
@@ -193,6 +202,7 @@ class ChunkScheduler:
         self._executed = 0
         self._last_action = None
         self._boundary_pending = False
+        self._replaced_next = None
         self.stats.chunk_age = None
 
     def poll_request(self, now: float) -> InferenceRequest | None:
@@ -226,6 +236,12 @@ class ChunkScheduler:
         # Skip what was executed while inference ran: those steps of the new chunk are past.
         # Ticks on which the arms held (old chunk exhausted) do not count, the plan did not
         # advance; in SYNC this makes every chunk start at step 0.
+        # What the old chunk would have done on the switch tick, to measure how much the plan
+        # changed there (a smooth policy's step-to-step change is small; a noisy one's is not,
+        # so the plain jump alone cannot tell a continuation from a new plan).
+        self._replaced_next = None
+        if self._remaining() > 0:
+            self._replaced_next = self._chunk[self._index].copy()
         self._index = self._executed - in_flight.executed_at_request
         self._chunk = actions
         self._chunk_time = request.time
@@ -267,6 +283,9 @@ class ChunkScheduler:
             self.stats.last_boundary_jump = jump
             self.stats.boundary_jump_sum += jump
             self.stats.max_boundary_jump = max(self.stats.max_boundary_jump, jump)
+            if self._replaced_next is not None:
+                self.stats.plan_changes += 1
+                self.stats.plan_change_sum += float(np.linalg.norm(action - self._replaced_next))
             self._boundary_pending = False
         self._last_action = action
         return action

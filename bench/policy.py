@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Benchmark of the policy node: control-loop timing and chunk execution per mode.
+
+    python bench/policy.py [--seconds 30]
+
+The real PolicyNode (embedded tiny TwinVLA, CPU) runs in this process with a feeder node that
+publishes the three camera streams (240x320 rgb8, 15 Hz), both EEF poses and the joint states
+(50 Hz) with fresh stamps, so inference runs continuously in the background. Prints:
+  tick_period_p50_ms, tick_period_p99_ms   control loop (rtc mode, natural latency)
+  stall_ticks_{sync,async,rtc}             ticks without an action, `--seconds` each, natural latency
+  boundary_jump_{async,rtc}                mean L2 jump of the 20-D action at chunk switches,
+                                           150 ms injected latency, execution horizon 5
+  plan_change_{async,rtc}                  mean L2 between the new chunk's first executed action
+                                           and the old chunk's action for that tick (same runs):
+                                           with the random tiny model consecutive actions differ
+                                           as much as any two, so only this shows continuity
+  inference_p50_ms                         the tiny model's chunk latency in these runs
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from common import machine_line
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+
+from twinvla_ros.description import load_description
+from twinvla_ros.kinematics import ArmKinematics
+from twinvla_ros.nodes.common import COMMAND_QOS, SENSOR_QOS, matrix_to_pose, rgb_to_image
+from twinvla_ros.nodes.policy_node import PolicyNode
+from twinvla_ros.ros_env import isolate_dds
+from twinvla_ros.runner import GraphRunner
+
+
+class Feeder(Node):
+    """Cameras at ~16.7 Hz and robot state at 50 Hz, as the sim and the arm driver publish them."""
+
+    def __init__(self, context):
+        super().__init__("bench_feeder", context=context)
+        description = load_description()
+        rng = np.random.default_rng(0)
+        self.images = {cam: rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+                       for cam in ("ego", "wrist_left", "wrist_right")}
+        self.image_pubs = {cam: self.create_publisher(Image, f"/cameras/{cam}/color/image_raw", SENSOR_QOS)
+                           for cam in self.images}
+        self.poses = {side: ArmKinematics(description, side).fk(description.arms[side].home)
+                      for side in ("left", "right")}
+        self.pose_pubs = {side: self.create_publisher(PoseStamped, f"/{side}_arm/eef_pose", COMMAND_QOS)
+                          for side in self.poses}
+        self.joint_pub = self.create_publisher(JointState, "/joint_states", COMMAND_QOS)
+        self.joint_names = list(description.joint_names)
+        self.ticks = 0
+        self.create_timer(0.02, self._tick)
+
+    def _tick(self):
+        stamp = self.get_clock().now().to_msg()
+        if self.ticks % 3 == 0:
+            for cam, image in self.images.items():
+                self.image_pubs[cam].publish(rgb_to_image(image, stamp, cam))
+        for side, pose in self.poses.items():
+            msg = PoseStamped()
+            msg.header.stamp = stamp
+            msg.header.frame_id = "eef_reference"
+            msg.pose = matrix_to_pose(pose)
+            self.pose_pubs[side].publish(msg)
+        joints = JointState(name=self.joint_names, position=[0.02] * len(self.joint_names))
+        joints.header.stamp = stamp
+        self.joint_pub.publish(joints)
+        self.ticks += 1
+
+
+def run(mode: str, seconds: float, injected_latency: float = 0.0, execution_horizon: int = 10) -> PolicyNode:
+    """Run the policy node in one mode for `seconds` after its first chunk; returns the node
+    (stopped) for its statistics."""
+    from twinvla_ros.graph import POLICY, _with_parameters, load_parameter_file
+    from twinvla_ros.paths import config_path
+
+    specs = _with_parameters([POLICY], [load_parameter_file(config_path("anubis_policy.yaml"))],
+                             {"policy_node": {"execution_mode": mode, "injected_latency": injected_latency,
+                                              "execution_horizon": execution_horizon, "seed": 0}})
+    with GraphRunner(specs) as runner:
+        feeder = Feeder(runner.context)
+        runner.add_node(feeder)
+        policy = runner.node("policy_node")
+        while not policy.gate.check(policy._ros_now()).ok:
+            time.sleep(0.05)
+        policy._on_instruction(String(data="hand over the box"))
+        while policy.scheduler.stats.chunks_accepted == 0:
+            time.sleep(0.05)
+        # Measure from the first chunk on: start-up (loading, first inference) is not steady state.
+        stalls_before = policy.scheduler.stats.stall_ticks
+        policy.tick_meter = type(policy.tick_meter)(window=100000)
+        time.sleep(seconds)
+        policy.bench_stalls = policy.scheduler.stats.stall_ticks - stalls_before
+        return policy
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="measuring time per run")
+    args = parser.parse_args(argv)
+    isolate_dds()
+    print(machine_line(torch=torch.__version__), flush=True)
+    latencies = []
+    for mode in ("rtc", "async", "sync"):
+        policy = run(mode, args.seconds)
+        latencies += list(policy.worker.latencies)
+        if mode == "rtc":
+            periods = policy.tick_meter.periods()
+            print(f"tick_period_p50_ms={np.percentile(periods, 50) * 1e3:.2f}")
+            print(f"tick_period_p99_ms={np.percentile(periods, 99) * 1e3:.2f}", flush=True)
+        print(f"stall_ticks_{mode}={policy.bench_stalls}", flush=True)
+    for mode in ("async", "rtc"):
+        # Execution horizon 5: the next chunk is requested early enough to overlap the current
+        # one even at this CPU's ~0.5 s latency, so there is a plan to continue at the switch.
+        policy = run(mode, args.seconds, injected_latency=0.15, execution_horizon=5)
+        print(f"boundary_jump_{mode}={policy.scheduler.stats.mean_boundary_jump:.4f}")
+        print(f"plan_change_{mode}={policy.scheduler.stats.mean_plan_change:.4f}", flush=True)
+    print(f"inference_p50_ms={np.percentile(latencies, 50) * 1e3:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
