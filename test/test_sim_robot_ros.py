@@ -243,3 +243,17 @@ def test_reset_with_the_same_seed_gives_the_same_object_poses(graph, probe):
     other = json.loads(probe.call(Trigger, "/sim_node/reset", Trigger.Request()).message)
     assert other["objects"] != first["objects"]
     sim.set_parameters([Parameter("seed", value=3)])
+
+
+def test_joint_space_commands_move_the_arm_for_leader_arms(graph, probe):
+    controller = graph.node("arm_driver_node").controllers["left"]
+    goal = controller.arm.home + np.array([0.3, 0.2, -0.2, 0.3, 0.2, -0.3])
+    names = [*controller.arm.joint_names, controller.arm.gripper_joint]
+    publisher = probe.create_publisher(JointState, "/left_arm/joint_command", COMMAND_QOS)
+    # A leader arm streams its joints at 50 Hz; the follower goes there at its speed limit.
+    run_for(2.5, 0.02, lambda: publisher.publish(JointState(name=names, position=[*goal.tolist(), 0.01])))
+    state = probe.latest("/joint_states")
+    position = dict(zip(state.name, state.position))
+    np.testing.assert_allclose([position[n] for n in controller.arm.joint_names], goal, atol=0.01)
+    assert position["left_gripper"] == pytest.approx(0.01, abs=0.003)
+    probe.destroy_publisher(publisher)

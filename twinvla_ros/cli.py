@@ -64,6 +64,8 @@ def cmd_say(args) -> int:
     from twinvla_ros.nodes.common import COMMAND_QOS
     from twinvla_ros.policy.instruction import validate_instruction
 
+    from rclpy.executors import ExternalShutdownException
+
     text = validate_instruction(args.text)
     rclpy.init()
     node = rclpy.create_node("twinvla_say")
@@ -81,6 +83,8 @@ def cmd_say(args) -> int:
         rclpy.spin_once(node, timeout_sec=0.2)
         print(f"sent to {pub.get_subscription_count()} subscriber(s) on {args.topic}: '{text}'")
         return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 130
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

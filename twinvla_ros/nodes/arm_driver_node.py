@@ -13,6 +13,7 @@ from collections import deque
 
 import numpy as np
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -98,7 +99,7 @@ class ArmDriverNode(Node):
         self._last_diagnostics = 0.0
         for side in ARMS:
             self.controllers[side].set_enabled(enable_on_start)
-        self.create_timer(1.0 / servo_rate, self._servo_tick)
+        self._servo_timer = self.create_timer(1.0 / servo_rate, self._servo_tick)
         self.get_logger().info(f"arm driver up: backend={self.backend}, servo {servo_rate:.0f} Hz, "
                                f"poses in '{self.reference_frame}'")
 
@@ -280,13 +281,29 @@ class ArmDriverNode(Node):
         self.diagnostics.publish(statuses)
 
 
+    def close(self) -> None:
+        """Safe shutdown: the last command the motors get is to hold where they are. Torque
+        stays on (an arm with torque off falls); disable it with ~/enable first if wanted."""
+        self._servo_timer.cancel()
+        if self.context.ok():          # the sim bus is a topic: gone once ROS is shut down
+            for side, controller in self.controllers.items():
+                reading = controller.measured
+                if reading is not None and controller.enabled:
+                    self.buses[side].write_targets(reading.positions)
+            self._flush_bus()
+        for bus in self.buses.values():
+            bus.close()
+        self.get_logger().info("arm driver stopped: arms hold their last measured position")
+
+
 def main(args=None):
     rclpy.init(args=args)
     node = ArmDriverNode()
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.close()
         node.destroy_node()
         rclpy.try_shutdown()
