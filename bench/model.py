@@ -15,30 +15,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import machine_line
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from twinvla_ros.model import Observation, TwinVLA, TwinVLAConfig, TwinVLAPolicy, build_tiny_tokenizer, default_statistics  # noqa: E402
-from twinvla_ros.model.config import TINY_BASE_VOCAB, TINY_SPECIAL_TOKENS  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from twinvla_ros.model import Observation, TwinVLA, TwinVLAConfig, TwinVLAPolicy, build_tiny_tokenizer, default_statistics
+from twinvla_ros.model.config import TINY_BASE_VOCAB, TINY_SPECIAL_TOKENS
 
 
 def observation(seed: int = 0) -> Observation:
@@ -64,7 +50,7 @@ def main() -> None:
     parser.add_argument("--no-eagle", action="store_true", help="skip the 1.5 B model")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"machine={cpu_model()}, {torch.get_num_threads()} threads, {platform.machine()}, torch {torch.__version__}")
+    print(machine_line(torch=torch.__version__, torch_threads=str(torch.get_num_threads())))
 
     obs = observation()
     tiny = TwinVLAPolicy.tiny(seed=0)
