@@ -173,7 +173,7 @@ def test_estop_stops_motion_and_latches(graph, probe):
     assert graph.node("arm_driver_node").controllers["right"].estop
     assert probe.call(Trigger, "/arm_driver_node/clear_estop", Trigger.Request()).success
     stream_target(probe, far, 3.0)
-    assert np.linalg.norm(eef_pose(probe)[:3, 3] - far[:3, 3]) < 0.005
+    assert np.linalg.norm(eef_pose(probe)[:3, 3] - far[:3, 3]) < 0.005, controller.status()
 
 
 def test_gripper_closes_on_the_box_and_lifts_it(graph, probe):
@@ -254,6 +254,7 @@ def test_joint_space_commands_move_the_arm_for_leader_arms(graph, probe):
     run_for(2.5, 0.02, lambda: publisher.publish(JointState(name=names, position=[*goal.tolist(), 0.01])))
     state = probe.latest("/joint_states")
     position = dict(zip(state.name, state.position))
-    np.testing.assert_allclose([position[n] for n in controller.arm.joint_names], goal, atol=0.01)
+    np.testing.assert_allclose([position[n] for n in controller.arm.joint_names], goal, atol=0.01,
+                               err_msg=str(controller.status()))
     assert position["left_gripper"] == pytest.approx(0.01, abs=0.003)
     probe.destroy_publisher(publisher)

@@ -253,7 +253,9 @@ class ArmDriverNode(Node):
         names, positions, velocities, efforts = [], [], [], []
         for side, controller in self.controllers.items():
             reading = controller.measured
-            if reading is None:
+            # A stale reading is not re-published with a fresh stamp: consumers must see the
+            # silence (the policy holds on it), not a frozen robot that looks alive.
+            if reading is None or time.monotonic() - reading.stamp > controller.limits.bus_timeout:
                 return
             names += self.buses[side].joint_names
             positions += reading.positions.tolist()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import traceback
 
 import numpy as np
 import rclpy
@@ -64,12 +65,15 @@ class SimNode(Node):
         self.camera_meter = RateMeter(window=100)
         self.render_seconds: list[float] = []
         self._rejected_commands = 0
-        self._realtime_factor = 0.0
+        self.commands_received = 0
+        self._realtime_factor = 1.0     # simulated / wall seconds over the last ~2 s
 
         self._stop = threading.Event()
         self._threads = [
-            threading.Thread(target=self._physics_loop, args=(1.0 / joint_state_rate,), name="sim-physics", daemon=True),
-            threading.Thread(target=self._camera_loop, args=(1.0 / camera_rate,), name="sim-cameras", daemon=True),
+            threading.Thread(target=self._guarded, args=(self._physics_loop, 1.0 / joint_state_rate),
+                             name="sim-physics", daemon=True),
+            threading.Thread(target=self._guarded, args=(self._camera_loop, 1.0 / camera_rate),
+                             name="sim-cameras", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -79,27 +83,39 @@ class SimNode(Node):
 
     # ---- threads -------------------------------------------------------------------------------
 
+    def _guarded(self, loop, period: float) -> None:
+        """A dead physics or camera thread must be loud: the robot would freeze silently."""
+        try:
+            loop(period)
+        except Exception:
+            self.get_logger().fatal(f"{threading.current_thread().name} stopped:\n{traceback.format_exc()}")
+            raise
+
     def _physics_loop(self, state_period: float) -> None:
         dt = self.world.config.timestep
-        wall_start, sim_start = time.monotonic(), self.world.time
-        next_state = wall_start
+        last = time.monotonic()
+        next_state = last
+        debt = 0.0                      # wall time not yet simulated, s
+        window_start, window_sim = last, self.world.time
         while not self._stop.is_set():
             now = time.monotonic()
-            behind = (now - wall_start) - (self.world.time - sim_start)
-            # Catch up in one batch, but never more than 50 ms of physics at once: after a
-            # stall (machine overloaded) the sim slows down rather than jumping ahead.
-            steps = int(min(behind, 0.05) / dt)
+            # Pace on elapsed wall time only (never on the sim clock, which a reset or a
+            # recovered instability may move). After a stall (machine overloaded) at most
+            # 50 ms are caught up: the sim slows down rather than jumping ahead.
+            debt = min(debt + now - last, 0.05)
+            last = now
+            steps = int(debt / dt)
             if steps > 0:
                 self.world.step(steps)
-            if behind > 0.05:
-                wall_start += behind - 0.05
+                debt -= steps * dt
             if now >= next_state:
                 self._publish_joint_state()
                 next_state += state_period
                 if next_state < now:
                     next_state = now + state_period
-            elapsed = now - wall_start
-            self._realtime_factor = (self.world.time - sim_start) / elapsed if elapsed > 1.0 else 1.0
+            if now - window_start >= 2.0:
+                self._realtime_factor = (self.world.time - window_sim) / (now - window_start)
+                window_start, window_sim = now, self.world.time
             # Wake at the joint-state rate, not every physics step: the steps are batched, and
             # fewer wake-ups leave the interpreter to the other nodes of an in-process graph.
             self._stop.wait(max(0.0, next_state - time.monotonic()))
@@ -140,6 +156,7 @@ class SimNode(Node):
     # ---- callbacks -----------------------------------------------------------------------------
 
     def _on_commands(self, msg: JointState) -> None:
+        self.commands_received += 1
         try:
             if len(msg.name) != len(msg.position):
                 raise ValueError(f"{len(msg.name)} names but {len(msg.position)} positions")
@@ -163,6 +180,7 @@ class SimNode(Node):
 
     def _publish_diagnostics(self) -> None:
         values = {"realtime_factor": f"{self._realtime_factor:.3f}", "sim_time": f"{self.world.time:.2f}",
+                  "commands_received": str(self.commands_received),
                   "rejected_commands": str(self._rejected_commands),
                   "torque": str(self.world.torque_enabled)}
         values.update({f"camera_{k}": v for k, v in self.camera_meter.summary().items()})
