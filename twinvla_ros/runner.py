@@ -41,6 +41,7 @@ class GraphRunner:
         self.nodes: dict[str, Node] = {}
         self._executors: list[SingleThreadedExecutor] = []
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
 
     def start(self) -> "GraphRunner":
         rclpy.init(context=self.context)
@@ -67,22 +68,25 @@ class GraphRunner:
     def _spin(self, executor: SingleThreadedExecutor, node: Node) -> None:
         # A failing callback must not stop the robot: log it and keep spinning
         # (`executor.spin()` would return on the first exception).
-        while self.context.ok():
+        while self.context.ok() and not self._stopping.is_set():
             try:
                 executor.spin_once(timeout_sec=0.1)
             except (ShutdownException, ExternalShutdownException):
                 return
             except Exception:
+                if self._stopping.is_set():      # entities destroyed under a finishing callback
+                    return
                 node.get_logger().error(f"callback failed:\n{traceback.format_exc()}")
 
     def node(self, name: str) -> Any:
         return self.nodes[name]
 
     def stop(self) -> None:
-        for executor in self._executors:
-            executor.shutdown(timeout_sec=5.0)
+        self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=5.0)
+        for executor in self._executors:
+            executor.shutdown(timeout_sec=5.0)
         self._executors.clear()
         self._threads.clear()
         for node in self.nodes.values():
