@@ -10,7 +10,7 @@ never a silent wrong one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pinocchio as pin
@@ -19,11 +19,7 @@ from scipy.linalg.lapack import dposv
 from twinvla_ros.description import RobotDescription, load_description
 
 
-_EYE3 = np.eye(3)
-
-
-@dataclass(frozen=True)
-class IKResult:
+class IKResult(NamedTuple):
     q: np.ndarray                 # (6,) joint positions within limits
     reached: bool                 # residual within the requested tolerances
     position_error: float         # m, between the target and FK(q)
@@ -38,11 +34,13 @@ def _validated_pose(pose, name: str = "pose") -> np.ndarray:
         raise ValueError(f"{name} must be a 4x4 transform, got shape {t.shape}")
     if not np.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or inf")
-    r = t[:3, :3]
-    # Scalar determinant: numpy.linalg.det costs more than the IK step on a 3x3 matrix.
-    (a, b, c), (d, e, f), (g, h, i) = r.tolist()
+    # Checked in scalar Python: numpy's per-call overhead on a 3x3 matrix costs more than an
+    # IK iteration. Columns of unit length, mutually orthogonal, right-handed.
+    (a, b, c), (d, e, f), (g, h, i) = t[:3, :3].tolist()
     det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
-    if abs(det - 1.0) > 1e-4 or np.abs(r.T @ r - _EYE3).max() > 1e-4:
+    gram = (a * a + d * d + g * g - 1, b * b + e * e + h * h - 1, c * c + f * f + i * i - 1,
+            a * b + d * e + g * h, a * c + d * f + g * i, b * c + e * f + h * i)
+    if abs(det - 1.0) > 1e-4 or max(map(abs, gram)) > 1e-4:
         raise ValueError(f"{name} rotation is not orthonormal (det {det:.4f})")
     return t
 
@@ -77,6 +75,7 @@ class ArmKinematics:
         # Rotation errors are scaled into metres so one damping term serves both: this weight
         # is what "nearest" means for an unreachable target (1 rad counts as 0.3 m).
         self._weights = np.array([1.0, 1.0, 1.0, rotation_weight, rotation_weight, rotation_weight])
+        self._weight_column = self._weights[:, None]
         self._rng = np.random.default_rng(seed)
 
     @classmethod
@@ -158,18 +157,23 @@ class ArmKinematics:
             if cost < stop_cost or stalled >= 8:
                 break
             jac = pin.computeFrameJacobian(self.model, self.data, q, self._tip, pin.LOCAL)
-            jac = (pin.Jlog6(err_se3) @ jac) * w[:, None]
+            # d log6 / d pose is the identity near the solution; its exact Jacobian only
+            # matters for large errors (beyond ~1 cm here).
+            if cost > 1e-4:
+                jac = pin.Jlog6(err_se3) @ jac
+            jac = jac * self._weight_column
             # Levenberg-Marquardt damping grows with the error: large steps when far, exact
             # Gauss-Newton when close; the constant keeps singular poses well conditioned.
             damping = 1e-6 + 0.5 * cost
-            step = self._damped_step(jac, err, damping)
-            q_next = q - step
-            blocked = (q_next < self.lower) | (q_next > self.upper)
+            q_next = q - self._damped_step(jac, err, damping)
+            clipped = np.minimum(np.maximum(q_next, self.lower), self.upper)
+            blocked = clipped != q_next
             if blocked.any():
                 # Joints that would cross a limit are held there and the others re-solve the
                 # error without them; plain clipping would stall the descent at the limit.
                 q_next = q - self._damped_step(jac * ~blocked, err, damping)
-            q = np.minimum(np.maximum(q_next, self.lower), self.upper)
+                clipped = np.minimum(np.maximum(q_next, self.lower), self.upper)
+            q = clipped
         # best_err = target^-1 * FK(best_q): its translation norm is the position error, the
         # angle of its rotation the orientation error.
         return (best_q, best_cost, float(np.linalg.norm(best_err.translation)),
