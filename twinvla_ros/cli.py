@@ -36,7 +36,7 @@ def cmd_demo(args) -> int:
 
 def cmd_launch(args) -> int:
     from twinvla_ros.graph import GRAPHS
-    from twinvla_ros.runner import GraphRunner
+    from twinvla_ros.runner import GraphRunner, ProcessGraphRunner
 
     overrides = _parse_params(args.param)
     if args.graph == "anubis_policy":
@@ -46,12 +46,17 @@ def cmd_launch(args) -> int:
     if args.isolate:
         from twinvla_ros.ros_env import isolate_dds
         print(f"[launch] isolated DDS domain {isolate_dds()} (localhost only)")
-    with GraphRunner(specs):
-        print(f"[launch] {args.graph}: {', '.join(s.name for s in specs)} running; Ctrl-C to stop")
+    runner = ProcessGraphRunner(specs) if args.processes else GraphRunner(specs)
+    with runner:
+        layout = "one process per node" if args.processes else "in this process"
+        print(f"[launch] {args.graph}: {', '.join(s.name for s in specs)} running {layout}; Ctrl-C to stop")
         try:
             deadline = time.monotonic() + args.duration if args.duration else None
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.2)
+                if args.processes and runner.failed():
+                    print(f"[launch] node process(es) exited: {runner.failed()}", file=sys.stderr)
+                    return 1
         except KeyboardInterrupt:
             pass
     return 0
@@ -66,7 +71,11 @@ def cmd_say(args) -> int:
 
     from rclpy.executors import ExternalShutdownException
 
-    text = validate_instruction(args.text)
+    try:
+        text = validate_instruction(args.text)
+    except ValueError as error:
+        print(f"not sent: {error}", file=sys.stderr)
+        return 2
     rclpy.init()
     node = rclpy.create_node("twinvla_say")
     try:
@@ -111,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     launch.add_argument("--config", default=None, help="ROS parameter file overriding config/*.yaml")
     launch.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
                         help="override one parameter (repeatable)")
+    launch.add_argument("--processes", action="store_true",
+                        help="one process per node, as ros2 launch does (best on a small CPU)")
     launch.add_argument("--isolate", action="store_true", help="random DDS domain, localhost only")
     launch.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
     launch.set_defaults(func=cmd_launch)

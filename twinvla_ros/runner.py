@@ -1,17 +1,28 @@
-"""Run a node graph (twinvla_ros.graph) in one process with an rclpy executor.
+"""Run a node graph (twinvla_ros.graph) where `ros2 launch` is not installed.
 
-Used where `ros2 launch` is not installed (`twinvla-ros launch ...`) and by the integration
-tests. Nodes talk through real DDS exactly as when launched as separate processes. Each node
-spins on its own single-threaded executor in its own thread, as it would in its own process:
-a slow callback in one node never delays another node's timers, and a single-threaded
-executor costs far less Python time per callback than a multi-threaded one.
+GraphRunner puts every node in this process (`twinvla-ros launch ...`, the integration tests,
+which look inside the nodes). Each node spins on its own single-threaded executor in its own
+thread, as it would in its own process: a slow callback in one node never delays another
+node's timers, and a single-threaded executor costs far less Python time per callback than a
+multi-threaded one. The nodes still talk through real DDS.
+
+ProcessGraphRunner starts one process per node instead (`--processes`, the demo): the same
+specs, the layout `ros2 launch` gives, no interpreter lock shared between nodes.
 """
 from __future__ import annotations
 
 import importlib
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 import traceback
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 import rclpy
 from rclpy.context import Context
@@ -99,6 +110,65 @@ class GraphRunner:
             rclpy.shutdown(context=self.context)
 
     def __enter__(self) -> "GraphRunner":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ProcessGraphRunner:
+    """Start each node of a graph in its own Python process, as `ros2 launch` would.
+
+    For a long-running graph on a small machine: one interpreter per node means the sim's
+    rendering, the driver's servo loop and the policy's inference never wait for each other's
+    interpreter lock. Parameters go through a ROS parameter file, remappings through
+    --ros-args; output is forwarded to this process's stdout/stderr.
+    """
+
+    def __init__(self, specs: list[NodeSpec]):
+        self.specs = specs
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._workdir: tempfile.TemporaryDirectory | None = None
+
+    def start(self) -> "ProcessGraphRunner":
+        self._workdir = tempfile.TemporaryDirectory(prefix="twinvla_ros_graph_")
+        try:
+            for spec in self.specs:
+                params = Path(self._workdir.name) / f"{spec.name}.yaml"
+                params.write_text(yaml.safe_dump({spec.name: {"ros__parameters": spec.parameters}}))
+                module_name, _ = spec.factory.split(":")
+                cmd = [sys.executable, "-c", f"from {module_name} import main; main()", "--ros-args",
+                       "-r", f"__node:={spec.name}", "--params-file", str(params)]
+                for source, target in spec.remappings:
+                    cmd += ["-r", f"{source}:={target}"]
+                self.processes[spec.name] = subprocess.Popen(cmd)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def failed(self) -> dict[str, int]:
+        """Nodes whose process has exited, with their exit codes."""
+        return {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # SIGINT first, as ros2 launch does, so every node runs its safe shutdown.
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> "ProcessGraphRunner":
         return self.start()
 
     def __exit__(self, *exc) -> None:

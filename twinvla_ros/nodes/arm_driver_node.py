@@ -293,9 +293,9 @@ class ArmDriverNode(Node):
                 if reading is not None and controller.enabled:
                     self.buses[side].write_targets(reading.positions)
             self._flush_bus()
+            self.get_logger().info("arm driver stopped: arms hold their last measured position")
         for bus in self.buses.values():
             bus.close()
-        self.get_logger().info("arm driver stopped: arms hold their last measured position")
 
 
 def main(args=None):

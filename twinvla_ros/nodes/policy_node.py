@@ -244,6 +244,8 @@ class PolicyNode(Node):
             try:
                 self._control_tick(now)
             except Exception as error:   # never let one bad tick end the loop
+                if not self.context.ok():  # ROS shut down under us (Ctrl-C): a normal end
+                    return
                 self.get_logger().error(f"control tick failed: {error!r}", throttle_duration_sec=1.0)
             next_tick += self._period
             if next_tick < time.monotonic() - self._period:
@@ -321,6 +323,7 @@ class PolicyNode(Node):
         latencies = np.array(self.worker.latencies)
         values = {"state": self.state.value, "instruction": self.instruction,
                   "mode": self.scheduler.config.mode.value,
+                  "published_actions": str(self.published_actions),
                   "stall_ticks": str(stats.stall_ticks), "chunks": str(stats.chunks_accepted),
                   "rejected_chunks": str(stats.rejected_chunks), "failed_inferences": str(stats.failed_inferences),
                   "rejected_instructions": str(self.rejected_instructions), "input_holds": str(self.holds),

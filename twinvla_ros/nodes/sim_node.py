@@ -88,6 +88,8 @@ class SimNode(Node):
         try:
             loop(period)
         except Exception:
+            if not self.context.ok():      # ROS shut down under us (Ctrl-C): a normal end
+                return
             self.get_logger().fatal(f"{threading.current_thread().name} stopped:\n{traceback.format_exc()}")
             raise
 
