@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import yaml

@@ -12,8 +12,6 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -26,7 +24,7 @@ from twinvla_ros.control.controller import ArmController, Level
 from twinvla_ros.control.safety import SafetyLimits
 from twinvla_ros.description import load_description
 from twinvla_ros.kinematics import ArmKinematics
-from twinvla_ros.nodes.common import (COMMAND_QOS, LATCHED_QOS, Diagnostics, RateMeter, declare,
+from twinvla_ros.nodes.common import (run_node, COMMAND_QOS, LATCHED_QOS, Diagnostics, RateMeter, declare,
                                       matrix_to_pose, pose_to_matrix)
 
 BACKENDS = ("sim", "dynamixel")
@@ -299,13 +297,4 @@ class ArmDriverNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = ArmDriverNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ArmDriverNode, args)

@@ -10,13 +10,15 @@ QoS, chosen on purpose:
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
+import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -154,3 +156,17 @@ class RateMeter:
         return {"rate_hz": f"{1.0 / periods.mean():.1f}",
                 "period_p50_ms": f"{np.percentile(periods, 50) * 1e3:.2f}",
                 "period_p99_ms": f"{np.percentile(periods, 99) * 1e3:.2f}"}
+
+
+def run_node(make_node: Callable[[], Node], args=None) -> None:
+    """A node process's main: spin until Ctrl-C or shutdown, then the node's safe close()."""
+    rclpy.init(args=args)
+    node = make_node()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()

@@ -20,8 +20,6 @@ import time
 from enum import Enum
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -31,7 +29,7 @@ from std_srvs.srv import Trigger
 from twinvla_ros.bimanual import ARMS, ArmPose, arm_slice, pack, unpack
 from twinvla_ros.control.controller import Level
 from twinvla_ros.description import load_description
-from twinvla_ros.nodes.common import (COMMAND_QOS, SENSOR_QOS, Diagnostics, RateMeter, declare,
+from twinvla_ros.nodes.common import (run_node, COMMAND_QOS, SENSOR_QOS, Diagnostics, RateMeter, declare,
                                       image_to_rgb, matrix_to_pose, pose_to_matrix, stamp_to_seconds)
 from twinvla_ros.nodes.synchronizer import StreamSynchronizer
 from twinvla_ros.policy.instruction import MAX_INSTRUCTION_LENGTH, validate_instruction
@@ -358,13 +356,4 @@ class PolicyNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = PolicyNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PolicyNode, args)

@@ -18,14 +18,12 @@ import time
 import traceback
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_srvs.srv import Trigger
 
 from twinvla_ros.control.controller import Level
-from twinvla_ros.nodes.common import (COMMAND_QOS, SENSOR_QOS, Diagnostics, RateMeter, camera_info,
+from twinvla_ros.nodes.common import (run_node, COMMAND_QOS, SENSOR_QOS, Diagnostics, RateMeter, camera_info,
                                       declare, rgb_to_image)
 from twinvla_ros.sim.world import CAMERAS, SimConfig, SimWorld
 
@@ -200,13 +198,4 @@ class SimNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = SimNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimNode, args)

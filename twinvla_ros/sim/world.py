@@ -33,7 +33,7 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")   # normally already chosen by twinvla_ros.sim
 import mujoco  # noqa: E402
 
-from twinvla_ros.sim.scene import TABLE_TOP_Z, SceneInfo, build_model, task_spec  # noqa: E402
+from twinvla_ros.sim.scene import TABLE_TOP_Z, build_model, task_spec  # noqa: E402
 
 CAMERAS = ("ego", "wrist_left", "wrist_right")   # logical names used on topics
 
