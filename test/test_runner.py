@@ -22,8 +22,9 @@ def test_process_runner_starts_the_graph_and_stops_it_with_sigint():
                  "joint states from the arm driver process")
         assert not graph.failed()
         processes = list(graph.processes.values())
-        names = probe.get_node_names()
-        assert {"sim_node", "arm_driver_node"} <= set(names)
+        # Named as the graph says (the process remaps __node), discovered through DDS.
+        wait_for(lambda: {"sim_node", "arm_driver_node"} <= set(probe.get_node_names()), 10.0,
+                 "both nodes in the ROS graph")
     # SIGINT: every node ran its shutdown and exited on its own, none had to be killed.
     assert [p.returncode for p in processes] == [0, 0]
 
