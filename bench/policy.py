@@ -30,6 +30,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from twinvla_ros.description import load_description
+from twinvla_ros.graph import policy_only
 from twinvla_ros.kinematics import ArmKinematics
 from twinvla_ros.nodes.common import COMMAND_QOS, SENSOR_QOS, matrix_to_pose, rgb_to_image
 from twinvla_ros.nodes.policy_node import PolicyNode
@@ -77,12 +78,8 @@ class Feeder(Node):
 def run(mode: str, seconds: float, injected_latency: float = 0.0, execution_horizon: int = 10) -> PolicyNode:
     """Run the policy node in one mode for `seconds` after its first chunk; returns the node
     (stopped) for its statistics."""
-    from twinvla_ros.graph import POLICY, _with_parameters, load_parameter_file
-    from twinvla_ros.paths import config_path
-
-    specs = _with_parameters([POLICY], [load_parameter_file(config_path("anubis_policy.yaml"))],
-                             {"policy_node": {"execution_mode": mode, "injected_latency": injected_latency,
-                                              "execution_horizon": execution_horizon, "seed": 0}})
+    specs = policy_only(policy_node={"execution_mode": mode, "injected_latency": injected_latency,
+                                     "execution_horizon": execution_horizon, "seed": 0})
     with GraphRunner(specs) as runner:
         feeder = Feeder(runner.context)
         runner.add_node(feeder)

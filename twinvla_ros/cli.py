@@ -41,6 +41,8 @@ def cmd_launch(args) -> int:
     overrides = _parse_params(args.param)
     if args.graph == "anubis_policy":
         specs = GRAPHS[args.graph](sim=args.sim, checkpoint=args.checkpoint, config=args.config, **overrides)
+    elif args.graph == "policy":
+        specs = GRAPHS[args.graph](checkpoint=args.checkpoint, config=args.config, **overrides)
     else:
         specs = GRAPHS[args.graph](config=args.config, **overrides)
     if args.isolate:
@@ -113,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
 
     launch = sub.add_parser("launch", help="run a node graph in this process (where ros2 launch is missing)")
-    launch.add_argument("graph", choices=["anubis_policy", "sim_robot"])
+    launch.add_argument("graph", choices=["anubis_policy", "sim_robot", "policy"])
     launch.add_argument("--sim", action=argparse.BooleanOptionalAction, default=True,
                         help="simulated robot (default) or the real one")
-    launch.add_argument("--checkpoint", default="", help="TwinVLA checkpoint dir (anubis_policy)")
+    launch.add_argument("--checkpoint", default="", help="TwinVLA checkpoint dir (anubis_policy, policy)")
     launch.add_argument("--config", default=None, help="ROS parameter file overriding config/*.yaml")
     launch.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
                         help="override one parameter (repeatable)")

@@ -44,24 +44,37 @@ def load_parameter_file(path: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _with_parameters(specs: list[NodeSpec], files: list[dict[str, dict[str, Any]]],
-                     overrides: dict[str, dict[str, Any]]) -> list[NodeSpec]:
+def _build(specs: list[NodeSpec], config_names: list[str], config: str | Path | None,
+           overrides: dict[str, dict[str, Any]], checkpoint: str = "") -> list[NodeSpec]:
+    """Parameters of each spec: package config files, then the user's file, then overrides
+    (the `**` wildcard first, the node's own entry after)."""
+    layers = [load_parameter_file(config_path(name)) for name in config_names]
+    if config:
+        layers.append(load_parameter_file(config))
+    if checkpoint:
+        overrides = {**overrides, "policy_node": {"checkpoint": str(checkpoint), **overrides.get("policy_node", {})}}
+    layers.append(overrides)
     result = []
     for spec in specs:
         params = dict(spec.parameters)
-        for layer in [*files, overrides]:
+        for layer in layers:
             params.update(layer.get("**", {}))
             params.update(layer.get(spec.name, {}))
         result.append(replace(spec, parameters=params))
     return result
 
 
+SIM_ARM_DRIVER = replace(ARM_DRIVER, parameters={"backend": "sim"})
+
+
 def sim_robot(config: str | Path | None = None, **overrides) -> list[NodeSpec]:
     """The simulated robot alone: MuJoCo sim + arm driver (teleop, tests, evaluation)."""
-    files = [load_parameter_file(config_path("sim_robot.yaml"))]
-    if config:
-        files.append(load_parameter_file(config))
-    return _with_parameters([SIM_NODE, replace(ARM_DRIVER, parameters={"backend": "sim"})], files, overrides)
+    return _build([SIM_NODE, SIM_ARM_DRIVER], ["sim_robot.yaml"], config, overrides)
+
+
+def policy_only(checkpoint: str = "", config: str | Path | None = None, **overrides) -> list[NodeSpec]:
+    """The policy node alone, for a robot (or sim) that is already running elsewhere."""
+    return _build([POLICY], ["anubis_policy.yaml"], config, overrides, checkpoint)
 
 
 def anubis_policy(sim: bool = True, checkpoint: str = "", config: str | Path | None = None,
@@ -71,17 +84,12 @@ def anubis_policy(sim: bool = True, checkpoint: str = "", config: str | Path | N
         raise NotImplementedError(
             "sim:=false needs the RealSense camera node and the Dynamixel arm backend, which are "
             "not part of this build yet; run with sim:=true")
-    files = [load_parameter_file(config_path("sim_robot.yaml")),
-             load_parameter_file(config_path("anubis_policy.yaml"))]
-    if config:
-        files.append(load_parameter_file(config))
-    policy_overrides = {"checkpoint": str(checkpoint)} if checkpoint else {}
-    overrides = {**overrides, "policy_node": {**policy_overrides, **overrides.get("policy_node", {})}}
-    specs = [SIM_NODE, replace(ARM_DRIVER, parameters={"backend": "sim"}), POLICY]
-    return _with_parameters(specs, files, overrides)
+    return _build([SIM_NODE, SIM_ARM_DRIVER, POLICY], ["sim_robot.yaml", "anubis_policy.yaml"],
+                  config, overrides, checkpoint)
 
 
 GRAPHS: dict[str, Callable[..., list[NodeSpec]]] = {
     "anubis_policy": anubis_policy,
     "sim_robot": sim_robot,
+    "policy": policy_only,
 }
