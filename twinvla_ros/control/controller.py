@@ -62,7 +62,7 @@ class ArmController:
         self._max_eef_translation = limits.max_eef_speed * dt
         self._max_eef_rotation = limits.max_eef_angular_speed * dt
         self._max_gripper_step = limits.max_gripper_speed * dt * arm.gripper_stroke
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # reject() is called from inside locked methods too
 
         self.mode = Mode.HOLD
         self.enabled = True
@@ -98,7 +98,7 @@ class ArmController:
             if reason is None:
                 reason = validate_pose(pose)
             if reason is not None:
-                return self._reject("EEF target", reason)
+                return self.reject("EEF target", reason)
             if frame_id != self.reference_frame:
                 pose = self._base_to_reference @ pose
             target = pose.copy()
@@ -131,7 +131,7 @@ class ArmController:
             if reason is None and not np.isfinite(value):
                 reason = "gripper target is NaN or inf"
             if reason is not None:
-                return self._reject("gripper target", reason)
+                return self.reject("gripper target", reason)
             self._gripper_target = float(np.clip(value, 0.0, 1.0)) * self.arm.gripper_stroke
             if self.mode in (Mode.EEF, Mode.JOINT):
                 self._last_command_time = now
@@ -147,7 +147,7 @@ class ArmController:
             if reason is None and not np.isfinite(q).all():
                 reason = "joint target contains NaN or inf"
             if reason is not None:
-                return self._reject("joint target", reason)
+                return self.reject("joint target", reason)
             clipped = np.clip(q, self.arm.lower, self.arm.upper)
             if np.any(clipped != q):
                 self._event(f"joint target outside the limits: clamped by up to "
@@ -164,7 +164,7 @@ class ArmController:
         with self._lock:
             reason = self._refuse_motion()
             if reason is not None:
-                return self._reject("go home", reason)
+                return self.reject("go home", reason)
             self._joint_target = self.arm.home.copy()
             self._stale = False
             self.mode = Mode.HOME
@@ -315,11 +315,13 @@ class ArmController:
             return "torque is disabled"
         return None
 
-    def _reject(self, what: str, reason: str) -> str:
-        self.counters["rejected"] += 1
-        self.last_rejection = f"{what}: {reason}"
-        self._event(f"rejected {what}: {reason}")
-        return reason
+    def reject(self, what: str, reason: str) -> str:
+        """Count and report an input that could not be used; returns the reason."""
+        with self._lock:
+            self.counters["rejected"] += 1
+            self.last_rejection = f"{what}: {reason}"
+            self._event(f"rejected {what}: {reason}")
+            return reason
 
     def _event(self, message: str, level: Level = Level.WARN) -> None:
         self._events.append((level, f"{self.arm.side} arm: {message}"))

@@ -160,8 +160,12 @@ class ArmDriverNode(Node):
 
         def on_joint_command(msg: JointState):
             index = {name: i for i, name in enumerate(msg.name)}
-            if not all(name in index for name in arm.joint_names) or len(msg.position) != len(msg.name):
-                controller.command_joints(np.full(6, np.nan), time.monotonic())   # counted as rejected
+            if len(msg.position) != len(msg.name):
+                controller.reject("joint command", f"{len(msg.name)} names but {len(msg.position)} positions")
+                return
+            missing = [name for name in arm.joint_names if name not in index]
+            if missing:
+                controller.reject("joint command", f"joints {missing} missing")
                 return
             q = np.array([msg.position[index[name]] for name in arm.joint_names])
             gripper = None
