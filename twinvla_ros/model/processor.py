@@ -54,9 +54,14 @@ def default_xyz_mask(dim: int) -> np.ndarray:
 
 
 def default_statistics(xyz_q01: Sequence[float] = (-0.3, -0.4, 0.0), xyz_q99: Sequence[float] = (0.5, 0.4, 0.6)) -> dict[str, Any]:
-    """A dataset_statistics entry (10-D, applied to each arm) for an assumed workspace."""
-    q01 = list(map(float, xyz_q01)) + [-1.0] * 6 + [0.0]
-    q99 = list(map(float, xyz_q99)) + [1.0] * 6 + [1.0]
+    """A dataset_statistics entry for an assumed workspace. Three bounds per side give a 10-D
+    entry applied to each arm; six (left xyz, then right xyz) give a 20-D entry, one per arm."""
+    if len(xyz_q01) != len(xyz_q99) or len(xyz_q01) not in (3, 6):
+        raise ValueError("xyz_q01 and xyz_q99 need 3 values (both arms) or 6 (left, then right)")
+    q01, q99 = [], []
+    for arm in range(len(xyz_q01) // 3):
+        q01 += list(map(float, xyz_q01[3 * arm: 3 * arm + 3])) + [-1.0] * 6 + [0.0]
+        q99 += list(map(float, xyz_q99[3 * arm: 3 * arm + 3])) + [1.0] * 6 + [1.0]
     part = {
         "mean": [(a + b) / 2 for a, b in zip(q01, q99)],
         "std": [(b - a) / 4 for a, b in zip(q01, q99)],
@@ -64,7 +69,7 @@ def default_statistics(xyz_q01: Sequence[float] = (-0.3, -0.4, 0.0), xyz_q99: Se
         "max": q99,
         "q01": q01,
         "q99": q99,
-        "mask": default_xyz_mask(10).tolist(),
+        "mask": default_xyz_mask(len(q01)).tolist(),
     }
     return {"action": dict(part), "proprio": dict(part), "num_transitions": 0, "num_trajectories": 0}
 

@@ -52,13 +52,10 @@ class State(str, Enum):
 def sim_workspace_statistics() -> dict:
     """dataset_statistics entry for the embedded demo model: xyz quantiles of the sim table
     workspace (eef_reference frame, each arm on its own side), so that a random tiny model's
-    actions land above the table. Rotation and gripper are not normalized (mask False)."""
-    low = np.array([0.15, 0.05, -0.02] + [-1.0] * 6 + [0.0] + [0.15, -0.40, -0.02] + [-1.0] * 6 + [0.0])
-    high = np.array([0.42, 0.40, 0.30] + [1.0] * 6 + [1.0] + [0.42, -0.05, 0.30] + [1.0] * 6 + [1.0])
-    stats = {"q01": low.tolist(), "q99": high.tolist(), "min": low.tolist(), "max": high.tolist(),
-             "mean": ((low + high) / 2).tolist(), "std": ((high - low) / 4).tolist(),
-             "mask": ([True] * 3 + [False] * 7) * 2}
-    return {"action": stats, "proprio": dict(stats), "num_transitions": 0, "num_trajectories": 0}
+    actions land above the table. Rotation and gripper are not normalized."""
+    from twinvla_ros.model import default_statistics
+    return default_statistics(xyz_q01=(0.15, 0.05, -0.02, 0.15, -0.40, -0.02),
+                              xyz_q99=(0.42, 0.40, 0.30, 0.42, -0.05, 0.30))
 
 
 class PolicyNode(Node):
