@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import traceback
+from collections import deque
 
 import numpy as np
 from rclpy.node import Node
@@ -61,7 +62,7 @@ class SimNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.diagnostics = Diagnostics(self, hardware_id="mujoco")
         self.camera_meter = RateMeter(window=100)
-        self.render_seconds: list[float] = []
+        self.render_seconds: deque[float] = deque(maxlen=100)
         self._rejected_commands = 0
         self.commands_received = 0
         self._realtime_factor = 1.0     # simulated / wall seconds over the last ~2 s
@@ -129,7 +130,7 @@ class SimNode(Node):
                 images = self.world.render_all()
             except RuntimeError:          # world closed during shutdown
                 return
-            self.render_seconds = (self.render_seconds + [time.monotonic() - started])[-100:]
+            self.render_seconds.append(time.monotonic() - started)
             muted = set(self.get_parameter("muted_cameras").value or [])
             for camera, image in images.items():
                 if camera in muted:
@@ -185,7 +186,7 @@ class SimNode(Node):
                   "torque": str(self.world.torque_enabled)}
         values.update({f"camera_{k}": v for k, v in self.camera_meter.summary().items()})
         if self.render_seconds:
-            values["render_3cams_ms"] = f"{np.median(self.render_seconds) * 1e3:.1f}"
+            values["render_3cams_ms"] = f"{np.median(list(self.render_seconds)) * 1e3:.1f}"
         level = Level.OK if self._realtime_factor > 0.9 else Level.WARN
         message = "running" if level == Level.OK else f"slower than real time ({self._realtime_factor:.2f}x)"
         self.diagnostics.publish([("simulation", level, message, values)])
