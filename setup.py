@@ -30,10 +30,10 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "twinvla-ros = twinvla_ros.cli:main",
-            "arm_driver_node = twinvla_ros.nodes.arm_driver_node:main",
-            "sim_node = twinvla_ros.nodes.sim_node:main",
-            "policy_node = twinvla_ros.nodes.policy_node:main",
+            "twinvla-ros = twinvla_ros.cli.main:main",
+            "arm_driver_node = twinvla_ros.ros.nodes.arm_driver_node:main",
+            "sim_node = twinvla_ros.ros.nodes.sim_node:main",
+            "policy_node = twinvla_ros.ros.nodes.policy_node:main",
         ],
     },
 )

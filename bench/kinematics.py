@@ -18,7 +18,7 @@ from common import machine_line
 
 import pinocchio
 
-from twinvla_ros.kinematics import ArmKinematics
+from twinvla_ros.robot.kinematics import ArmKinematics
 
 
 def main(argv=None) -> int:

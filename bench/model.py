@@ -24,7 +24,7 @@ from common import machine_line
 from torch.utils.flop_counter import FlopCounterMode
 
 from twinvla_ros.model import Observation, TwinVLA, TwinVLAConfig, TwinVLAPolicy, build_tiny_tokenizer, default_statistics
-from twinvla_ros.model.config import TINY_BASE_VOCAB, TINY_SPECIAL_TOKENS
+from twinvla_ros.model.configuration_twinvla import TINY_BASE_VOCAB, TINY_SPECIAL_TOKENS
 
 
 def observation(seed: int = 0) -> Observation:

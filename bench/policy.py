@@ -29,13 +29,14 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-from twinvla_ros.description import load_description
-from twinvla_ros.graph import policy_only
-from twinvla_ros.kinematics import ArmKinematics
-from twinvla_ros.nodes.common import COMMAND_QOS, SENSOR_QOS, matrix_to_pose, rgb_to_image
-from twinvla_ros.nodes.policy_node import PolicyNode
-from twinvla_ros.ros_env import isolate_dds
-from twinvla_ros.runner import GraphRunner
+from twinvla_ros.robot.description import load_description
+from twinvla_ros.bringup.graph import policy_only
+from twinvla_ros.robot.kinematics import ArmKinematics
+from twinvla_ros.ros.messages import matrix_to_pose, rgb_to_image
+from twinvla_ros.ros.qos import COMMAND_QOS, SENSOR_QOS
+from twinvla_ros.ros.nodes.policy_node import PolicyNode
+from twinvla_ros.bringup.dds import isolate_dds
+from twinvla_ros.bringup.runner import GraphRunner
 
 
 class Feeder(Node):

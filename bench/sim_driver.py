@@ -74,10 +74,11 @@ def _driver_run(seconds: float) -> tuple[float, float]:
     from geometry_msgs.msg import PoseStamped
     from rclpy.node import Node
 
-    from twinvla_ros.graph import sim_robot
-    from twinvla_ros.nodes.common import COMMAND_QOS, matrix_to_pose
-    from twinvla_ros.ros_env import isolate_dds
-    from twinvla_ros.runner import GraphRunner
+    from twinvla_ros.bringup.graph import sim_robot
+    from twinvla_ros.ros.messages import matrix_to_pose
+    from twinvla_ros.ros.qos import COMMAND_QOS
+    from twinvla_ros.bringup.dds import isolate_dds
+    from twinvla_ros.bringup.runner import GraphRunner
 
     isolate_dds()
     with GraphRunner(sim_robot()) as runner:
@@ -122,8 +123,9 @@ def image_publish_latency_ms(seconds: float) -> float:
     from rclpy.node import Node
     from sensor_msgs.msg import Image
 
-    from twinvla_ros.nodes.common import SENSOR_QOS, rgb_to_image
-    from twinvla_ros.ros_env import isolate_dds
+    from twinvla_ros.ros.messages import rgb_to_image
+    from twinvla_ros.ros.qos import SENSOR_QOS
+    from twinvla_ros.bringup.dds import isolate_dds
 
     isolate_dds()
     context = Context()

@@ -1,15 +1,15 @@
 """ros2 launch twinvla_ros anubis_policy.launch.py [sim:=true] [checkpoint:=DIR] [config:=FILE]
 
 The robot (MuJoCo sim by default) and the TwinVLA policy node. The node graph comes from
-twinvla_ros.graph, the same description the in-process runner (`twinvla-ros launch`) uses.
+twinvla_ros.bringup.graph, the same description the in-process runner (`twinvla-ros launch`) uses.
 Then: ros2 topic pub --once /instruction std_msgs/msg/String "{data: 'hand over the box'}"
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
-from twinvla_ros.graph import anubis_policy
-from twinvla_ros.launch_support import launch_nodes
+from twinvla_ros.bringup.graph import anubis_policy
+from twinvla_ros.bringup.launch_actions import launch_nodes
 
 
 def _nodes(context):

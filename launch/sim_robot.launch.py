@@ -7,8 +7,8 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
-from twinvla_ros.graph import sim_robot
-from twinvla_ros.launch_support import launch_nodes
+from twinvla_ros.bringup.graph import sim_robot
+from twinvla_ros.bringup.launch_actions import launch_nodes
 
 
 def _nodes(context):

@@ -7,7 +7,7 @@ import torch
 
 from twinvla_ros.model import Guidance, TwinVLAPolicy, flow
 from twinvla_ros.model.action_head import DiT
-from twinvla_ros.model.config import TwinVLAConfig
+from twinvla_ros.model.configuration_twinvla import TwinVLAConfig
 
 
 @pytest.fixture(scope="module")

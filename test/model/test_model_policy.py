@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from twinvla_ros.model import TwinVLA, TwinVLAConfig, TwinVLAPolicy, default_statistics
-from twinvla_ros.model.processor import READOUT
+from twinvla_ros.model.processing_twinvla import READOUT
 
 
 def test_predict_equals_sample_of_encode(policy, obs):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from twinvla_ros.model import Normalizer, TwinVLAConfig, TwinVLAProcessor, build_tiny_tokenizer, load_tokenizer
-from twinvla_ros.model.processor import EGO, PROPRIO, READOUT, TEXT, WRIST_L, WRIST_R, base_prompt, preprocess_image
+from twinvla_ros.model.processing_twinvla import EGO, PROPRIO, READOUT, TEXT, WRIST_L, WRIST_R, base_prompt, preprocess_image
 
 REFERENCE_PROMPT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nYou are a robotic decision-making "

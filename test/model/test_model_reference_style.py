@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from twinvla_ros.model.processor import READOUT, preprocess_image
+from twinvla_ros.model.processing_twinvla import READOUT, preprocess_image
 from twinvla_ros.model.twin_llm import JointLayout, apply_rotary_pos_emb, repeat_kv
 from twinvla_ros.model.vision import pixel_shuffle
 

@@ -10,24 +10,16 @@ step of the previous one.
 from __future__ import annotations
 
 import threading
-from collections import deque
-from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import Enum
 
 import numpy as np
 
-from twinvla_ros.control.arm_bus import BusReading
+from twinvla_ros.hardware.motors import BusReading
+from twinvla_ros.reporting import EventLog, Level, Status
 from twinvla_ros.control.safety import (SafetyLimits, clamp_to_workspace, interpolate_pose,
                                         limit_joint_step, limit_pose_step, validate_pose)
-from twinvla_ros.description import ArmDescription
-from twinvla_ros.kinematics import ArmKinematics
-
-
-class Level(IntEnum):
-    """diagnostic_msgs/DiagnosticStatus levels."""
-    OK = 0
-    WARN = 1
-    ERROR = 2
+from twinvla_ros.robot.description import ArmDescription
+from twinvla_ros.robot.kinematics import ArmKinematics
 
 
 class Mode(str, Enum):
@@ -35,13 +27,6 @@ class Mode(str, Enum):
     EEF = "eef"            # track EEF targets
     JOINT = "joint"        # track joint targets (leader arms, scripted motions)
     HOME = "home"          # slow joint motion to the home pose
-
-
-@dataclass
-class ArmStatus:
-    level: Level
-    message: str
-    values: dict[str, str] = field(default_factory=dict)
 
 
 class ArmController:
@@ -75,7 +60,7 @@ class ArmController:
         self._last_command_time: float | None = None
         self._target_period = 0.05                  # s, learnt from the EEF command intervals
         self._measured: BusReading | None = None
-        self._events: deque[tuple[Level, str]] = deque(maxlen=50)
+        self.events = EventLog(prefix=f"{arm.side} arm: ")
         # Flags of the last tick and counters, for /diagnostics.
         self._stale = False
         self._bus_fault: str | None = None
@@ -106,7 +91,7 @@ class ArmController:
             self._workspace_clamped = clamped
             if clamped:
                 self.counters["workspace_clamped"] += 1
-                self._event(f"EEF target {np.round(pose[:3, 3], 3).tolist()} outside the workspace box: "
+                self._event("workspace_clamped", f"EEF target {np.round(pose[:3, 3], 3).tolist()} outside the workspace box: "
                             f"clamped to {np.round(target[:3, 3], 3).tolist()}")
             if self._last_command_time is not None and self.mode == Mode.EEF:
                 interval = now - self._last_command_time
@@ -150,7 +135,7 @@ class ArmController:
                 return self.reject("joint target", reason)
             clipped = np.clip(q, self.arm.lower, self.arm.upper)
             if np.any(clipped != q):
-                self._event(f"joint target outside the limits: clamped by up to "
+                self._event("joint_target_clamped", f"joint target outside the limits: clamped by up to "
                             f"{np.abs(clipped - q).max():.3f} rad")
             self._joint_target = clipped
             self._stale = False
@@ -177,19 +162,19 @@ class ArmController:
             self.mode = Mode.HOLD
             if not enabled:
                 self._command = None    # re-read from the motors when enabled again
-            self._event("torque enabled" if enabled else "torque disabled", Level.OK)
+            self._event("torque", "torque enabled" if enabled else "torque disabled", Level.OK)
 
     def engage_estop(self) -> None:
         with self._lock:
             if not self.estop:
-                self._event("e-stop engaged: holding position, commands ignored until cleared", Level.ERROR)
+                self._event("estop", "e-stop engaged: holding position, commands ignored until cleared", Level.ERROR)
             self.estop = True
             self.mode = Mode.HOLD
 
     def clear_estop(self) -> None:
         with self._lock:
             if self.estop:
-                self._event("e-stop cleared: waiting for a new command", Level.OK)
+                self._event("estop_cleared", "e-stop cleared: waiting for a new command", Level.OK)
             self.estop = False
             self.mode = Mode.HOLD
             self._gripper_target = None
@@ -220,7 +205,7 @@ class ArmController:
                     and now - self._last_command_time > self.limits.stale_timeout):
                 self._stale = True
                 self.counters["stale_holds"] += 1
-                self._event(f"no command for {now - self._last_command_time:.2f} s "
+                self._event("stale_hold", f"no command for {now - self._last_command_time:.2f} s "
                             f"(stale_timeout {self.limits.stale_timeout} s): holding")
                 self.mode = Mode.HOLD
 
@@ -232,7 +217,7 @@ class ArmController:
                 arm_q, capped = limit_joint_step(self._command[:6], self._joint_target, step)
                 if self.mode == Mode.HOME and not capped:
                     self.mode = Mode.HOLD
-                    self._event("home reached", Level.OK)
+                    self._event("home", "home reached", Level.OK)
             if self.mode != Mode.EEF:
                 self._unreachable_residual = None
 
@@ -257,7 +242,7 @@ class ArmController:
         else:
             # Nearest reachable pose: IK's best configuration, approached at the joint limit.
             if self._unreachable_residual is None:
-                self._event(f"EEF target unreachable: moving to the nearest reachable pose "
+                self._event("unreachable", f"EEF target unreachable: moving to the nearest reachable pose "
                             f"({result.position_error * 1e3:.1f} mm, "
                             f"{np.rad2deg(result.rotation_error):.1f} deg away)")
             self._unreachable_residual = result.position_error
@@ -280,33 +265,30 @@ class ArmController:
         reading = self._measured
         return None if reading is None else self.kinematics.fk(reading.positions[:6])
 
-    def status(self) -> ArmStatus:
+    def status(self) -> Status:
         with self._lock:
             values = {"mode": self.mode.value, "enabled": str(self.enabled), "estop": str(self.estop),
                       "ik_residual_mm": f"{self.last_ik_residual_mm:.2f}",
                       "last_rejection": self.last_rejection}
             values.update({k: str(v) for k, v in self.counters.items()})
             if self._bus_fault:
-                return ArmStatus(Level.ERROR, self._bus_fault, values)
+                return Status(Level.ERROR, self._bus_fault, values)
             if self.estop:
-                return ArmStatus(Level.ERROR, "e-stop latched: holding position", values)
+                return Status(Level.ERROR, "e-stop latched: holding position", values)
             if not self.enabled:
-                return ArmStatus(Level.WARN, "torque disabled", values)
+                return Status(Level.WARN, "torque disabled", values)
             if self._stale:
-                return ArmStatus(Level.WARN, "commands stale: holding position", values)
+                return Status(Level.WARN, "commands stale: holding position", values)
             if self._unreachable_residual is not None:
-                return ArmStatus(Level.WARN, f"target unreachable: at the nearest pose, "
+                return Status(Level.WARN, f"target unreachable: at the nearest pose, "
                                  f"{self._unreachable_residual * 1e3:.1f} mm away", values)
             if self._workspace_clamped:
-                return ArmStatus(Level.WARN, "target clamped to the workspace box", values)
-            return ArmStatus(Level.OK, f"{self.mode.value}", values)
+                return Status(Level.WARN, "target clamped to the workspace box", values)
+            return Status(Level.OK, f"{self.mode.value}", values)
 
     def drain_events(self) -> list[tuple[Level, str]]:
-        """What happened since the last call, for the log: (level, message)."""
-        with self._lock:
-            events = list(self._events)
-            self._events.clear()
-        return events
+        """Log lines due since the last call (throttled per kind of event): (level, message)."""
+        return self.events.drain()
 
     def _refuse_motion(self) -> str | None:
         if self.estop:
@@ -320,8 +302,8 @@ class ArmController:
         with self._lock:
             self.counters["rejected"] += 1
             self.last_rejection = f"{what}: {reason}"
-            self._event(f"rejected {what}: {reason}")
+            self._event("rejected", f"rejected {what}: {reason}")
             return reason
 
-    def _event(self, message: str, level: Level = Level.WARN) -> None:
-        self._events.append((level, f"{self.arm.side} arm: {message}"))
+    def _event(self, kind: str, message: str, level: Level = Level.WARN) -> None:
+        self.events.add(kind, message, level)

@@ -3,10 +3,10 @@
 Pure Python, no ROS import. Entry point: TwinVLAPolicy (from_pretrained / tiny / predict /
 encode + sample for real-time chunking).
 """
-from .config import TwinVLAConfig
+from .configuration_twinvla import TwinVLAConfig
 from .modeling_twinvla import CheckpointMismatchError, TwinVLA
-from .policy import Guidance, Observation, PolicyContext, TwinVLAPolicy
-from .processor import ModelInputs, Normalizer, TwinVLAProcessor, build_tiny_tokenizer, default_statistics, load_tokenizer
+from .inference import Guidance, Observation, PolicyContext, TwinVLAPolicy
+from .processing_twinvla import ModelInputs, Normalizer, TwinVLAProcessor, build_tiny_tokenizer, default_statistics, load_tokenizer
 
 __all__ = [
     "CheckpointMismatchError",

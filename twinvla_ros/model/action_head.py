@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TwinVLAConfig
+from .configuration_twinvla import TwinVLAConfig
 
 FREQ_DIM = 256
 

@@ -14,9 +14,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .action_head import ActionHead
-from .config import TwinVLAConfig
+from .configuration_twinvla import TwinVLAConfig
 from .flow import flow_matching_loss
-from .processor import EGO, PROPRIO, READOUT, WRIST_L, WRIST_R, ModelInputs
+from .processing_twinvla import EGO, PROPRIO, READOUT, WRIST_L, WRIST_R, ModelInputs
 from .twin_llm import TwinLLM
 from .vision import VisionTower, build_projector, image_tokens
 

@@ -24,7 +24,7 @@ from transformers.models.qwen2.modeling_qwen2 import (
     repeat_kv,
 )
 
-from .config import TwinVLAConfig
+from .configuration_twinvla import TwinVLAConfig
 
 REWEIGHT_ALPHA = 2.0
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from .config import TwinVLAConfig
+from .configuration_twinvla import TwinVLAConfig
 
 
 class VisionTower(nn.Module):

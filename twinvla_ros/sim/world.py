@@ -33,9 +33,9 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")   # normally already chosen by twinvla_ros.sim
 import mujoco  # noqa: E402
 
+from twinvla_ros.robot.cameras import CAMERAS, CameraIntrinsics  # noqa: E402
 from twinvla_ros.sim.scene import TABLE_TOP_Z, build_model, task_spec  # noqa: E402
 
-CAMERAS = ("ego", "wrist_left", "wrist_right")   # logical names used on topics
 
 
 @dataclass
@@ -47,23 +47,6 @@ class SimConfig:
     seed: int = 0                     # object placement of the first reset
     urdf_path: Path | None = None     # default: twinvla_ros.paths.urdf_path()
     antialias: bool = False           # 4x multisampling: smoother edges, ~2.5x slower rendering
-
-
-@dataclass(frozen=True)
-class CameraIntrinsics:
-    """Pinhole intrinsics (OpenCV convention: pixel centres at integer coordinates)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    frame_id: str                     # the URDF optical frame (z forward, x right, y down)
-
-    @property
-    def matrix(self) -> np.ndarray:
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
 
 def _gl_context_class():

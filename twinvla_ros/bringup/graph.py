@@ -1,0 +1,95 @@
+"""The node graphs of twinvla_ros, described once for `ros2 launch` and the in-process runner.
+
+A graph is a list of NodeSpec: which node, its parameters and remappings. The launch files in
+launch/ turn specs into launch_ros Node actions; twinvla_ros.bringup.runner instantiates the same specs
+in one process (where ROS launch is not installed, and in the integration tests). Parameters
+come from config/<graph>.yaml (ROS parameter-file format), then the user's `config:=` file,
+then the launch arguments, in that order of precedence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from twinvla_ros.paths import config_path
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str                  # ROS node name
+    executable: str            # console entry point (launch_ros `executable`)
+    factory: str               # "module:Class" the in-process runner instantiates
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+
+
+SIM_NODE = NodeSpec("sim_node", "sim_node", "twinvla_ros.ros.nodes.sim_node:SimNode")
+ARM_DRIVER = NodeSpec("arm_driver_node", "arm_driver_node", "twinvla_ros.ros.nodes.arm_driver_node:ArmDriverNode")
+POLICY = NodeSpec("policy_node", "policy_node", "twinvla_ros.ros.nodes.policy_node:PolicyNode")
+
+
+def load_parameter_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """ROS 2 parameter file -> {node_name: {param: value}} (wildcard '/**' applies to all)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of node names to ros__parameters")
+    out: dict[str, dict[str, Any]] = {}
+    for node, body in data.items():
+        if not isinstance(body, dict) or "ros__parameters" not in body:
+            raise ValueError(f"{path}: entry '{node}' has no ros__parameters")
+        out[node.strip("/")] = dict(body["ros__parameters"] or {})
+    return out
+
+
+def _build(specs: list[NodeSpec], config_names: list[str], config: str | Path | None,
+           overrides: dict[str, dict[str, Any]], checkpoint: str = "") -> list[NodeSpec]:
+    """Parameters of each spec: package config files, then the user's file, then overrides
+    (the `**` wildcard first, the node's own entry after)."""
+    layers = [load_parameter_file(config_path(name)) for name in config_names]
+    if config:
+        layers.append(load_parameter_file(config))
+    if checkpoint:
+        overrides = {**overrides, "policy_node": {"checkpoint": str(checkpoint), **overrides.get("policy_node", {})}}
+    layers.append(overrides)
+    result = []
+    for spec in specs:
+        params = dict(spec.parameters)
+        for layer in layers:
+            params.update(layer.get("**", {}))
+            params.update(layer.get(spec.name, {}))
+        result.append(replace(spec, parameters=params))
+    return result
+
+
+SIM_ARM_DRIVER = replace(ARM_DRIVER, parameters={"backend": "sim"})
+
+
+def sim_robot(config: str | Path | None = None, **overrides) -> list[NodeSpec]:
+    """The simulated robot alone: MuJoCo sim + arm driver (teleop, tests, evaluation)."""
+    return _build([SIM_NODE, SIM_ARM_DRIVER], ["sim_robot.yaml"], config, overrides)
+
+
+def policy_only(checkpoint: str = "", config: str | Path | None = None, **overrides) -> list[NodeSpec]:
+    """The policy node alone, for a robot (or sim) that is already running elsewhere."""
+    return _build([POLICY], ["anubis_policy.yaml"], config, overrides, checkpoint)
+
+
+def anubis_policy(sim: bool = True, checkpoint: str = "", config: str | Path | None = None,
+                  **overrides) -> list[NodeSpec]:
+    """The main job: robot (sim or real) + TwinVLA policy node."""
+    if not sim:
+        raise NotImplementedError(
+            "sim:=false needs the RealSense camera node and the Dynamixel arm backend, which are "
+            "not part of this build yet; run with sim:=true")
+    return _build([SIM_NODE, SIM_ARM_DRIVER, POLICY], ["sim_robot.yaml", "anubis_policy.yaml"],
+                  config, overrides, checkpoint)
+
+
+GRAPHS: dict[str, Callable[..., list[NodeSpec]]] = {
+    "anubis_policy": anubis_policy,
+    "sim_robot": sim_robot,
+    "policy": policy_only,
+}

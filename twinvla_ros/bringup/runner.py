@@ -1,0 +1,175 @@
+"""Run a node graph (twinvla_ros.bringup.graph) where `ros2 launch` is not installed.
+
+GraphRunner puts every node in this process (`twinvla-ros launch ...`, the integration tests,
+which look inside the nodes). Each node spins on its own single-threaded executor in its own
+thread, as it would in its own process: a slow callback in one node never delays another
+node's timers, and a single-threaded executor costs far less Python time per callback than a
+multi-threaded one. The nodes still talk through real DDS.
+
+ProcessGraphRunner starts one process per node instead (`--processes`, the demo): the same
+specs, the layout `ros2 launch` gives, no interpreter lock shared between nodes.
+"""
+from __future__ import annotations
+
+import importlib
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from twinvla_ros.bringup.graph import NodeSpec
+
+
+def _instantiate(spec: NodeSpec, context: Context) -> Node:
+    module_name, class_name = spec.factory.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    cli_args = ["--ros-args"]
+    for source, target in spec.remappings:
+        cli_args += ["-r", f"{source}:={target}"]
+    overrides = [Parameter(name, value=value) for name, value in spec.parameters.items()]
+    return cls(context=context, parameter_overrides=overrides, cli_args=cli_args)
+
+
+class GraphRunner:
+    """Start the nodes of a graph, spin each in its own thread, stop them cleanly."""
+
+    def __init__(self, specs: list[NodeSpec]):
+        self.specs = specs
+        self.context = Context()
+        self.nodes: dict[str, Node] = {}
+        self._executors: list[SingleThreadedExecutor] = []
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    def start(self) -> "GraphRunner":
+        rclpy.init(context=self.context)
+        try:
+            for spec in self.specs:
+                self.nodes[spec.name] = _instantiate(spec, self.context)
+        except BaseException:
+            self.stop()
+            raise
+        for node in self.nodes.values():
+            self.add_node(node)
+        return self
+
+    def add_node(self, node: Node) -> None:
+        """Spin a node (of the graph, or a test's probe) in its own thread."""
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        thread = threading.Thread(target=self._spin, args=(executor, node), name=f"spin-{node.get_name()}",
+                                  daemon=True)
+        self._executors.append(executor)
+        self._threads.append(thread)
+        thread.start()
+
+    def _spin(self, executor: SingleThreadedExecutor, node: Node) -> None:
+        # A failing callback must not stop the robot: log it and keep spinning
+        # (`executor.spin()` would return on the first exception).
+        while self.context.ok() and not self._stopping.is_set():
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except (ShutdownException, ExternalShutdownException):
+                return
+            except Exception:
+                if self._stopping.is_set():      # entities destroyed under a finishing callback
+                    return
+                node.get_logger().error(f"callback failed:\n{traceback.format_exc()}")
+
+    def node(self, name: str) -> Any:
+        return self.nodes[name]
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        for executor in self._executors:
+            executor.shutdown(timeout_sec=5.0)
+        self._executors.clear()
+        self._threads.clear()
+        for node in self.nodes.values():
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        self.nodes.clear()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+
+    def __enter__(self) -> "GraphRunner":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ProcessGraphRunner:
+    """Start each node of a graph in its own Python process, as `ros2 launch` would.
+
+    For a long-running graph on a small machine: one interpreter per node means the sim's
+    rendering, the driver's servo loop and the policy's inference never wait for each other's
+    interpreter lock. Parameters go through a ROS parameter file, remappings through
+    --ros-args; output is forwarded to this process's stdout/stderr.
+    """
+
+    def __init__(self, specs: list[NodeSpec]):
+        self.specs = specs
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._workdir: tempfile.TemporaryDirectory | None = None
+
+    def start(self) -> "ProcessGraphRunner":
+        self._workdir = tempfile.TemporaryDirectory(prefix="twinvla_ros_graph_")
+        try:
+            for spec in self.specs:
+                params = Path(self._workdir.name) / f"{spec.name}.yaml"
+                params.write_text(yaml.safe_dump({spec.name: {"ros__parameters": spec.parameters}}))
+                module_name, _ = spec.factory.split(":")
+                cmd = [sys.executable, "-c", f"from {module_name} import main; main()", "--ros-args",
+                       "-r", f"__node:={spec.name}", "--params-file", str(params)]
+                for source, target in spec.remappings:
+                    cmd += ["-r", f"{source}:={target}"]
+                self.processes[spec.name] = subprocess.Popen(cmd)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def failed(self) -> dict[str, int]:
+        """Nodes whose process has exited, with their exit codes."""
+        return {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # SIGINT first, as ros2 launch does, so every node runs its safe shutdown.
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> "ProcessGraphRunner":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,142 @@
+"""twinvla-ros: the command-line tool.
+
+  twinvla-ros demo [--duration 20] [--out demo_out]     sim + policy, one instruction, video + plot
+  twinvla-ros launch anubis_policy --sim [--checkpoint DIR] [--config FILE]
+                                                        a node graph in this process (no ros2 launch)
+  twinvla-ros say "hand over the box"                   publish an instruction (no ros2 CLI needed)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _parse_params(pairs: list[str]) -> dict[str, dict]:
+    """['policy_node.execution_mode=sync', ...] -> {'policy_node': {'execution_mode': 'sync'}}"""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        node, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--param expects node.name=value, got '{pair}'")
+        out.setdefault(node, {})[name] = yaml.safe_load(value)
+    return out
+
+
+def cmd_demo(args) -> int:
+    from twinvla_ros.cli.demo import run_demo
+
+    run_demo(out=args.out, duration=args.duration, instruction=args.instruction,
+             checkpoint=args.checkpoint, mode=args.mode, seed=args.seed)
+    return 0
+
+
+def cmd_launch(args) -> int:
+    from twinvla_ros.bringup.graph import GRAPHS
+    from twinvla_ros.bringup.runner import GraphRunner, ProcessGraphRunner
+
+    overrides = _parse_params(args.param)
+    if args.graph == "anubis_policy":
+        specs = GRAPHS[args.graph](sim=args.sim, checkpoint=args.checkpoint, config=args.config, **overrides)
+    elif args.graph == "policy":
+        specs = GRAPHS[args.graph](checkpoint=args.checkpoint, config=args.config, **overrides)
+    else:
+        specs = GRAPHS[args.graph](config=args.config, **overrides)
+    if args.isolate:
+        from twinvla_ros.bringup.dds import isolate_dds
+        print(f"[launch] isolated DDS domain {isolate_dds()} (localhost only)")
+    runner = ProcessGraphRunner(specs) if args.processes else GraphRunner(specs)
+    with runner:
+        layout = "one process per node" if args.processes else "in this process"
+        print(f"[launch] {args.graph}: {', '.join(s.name for s in specs)} running {layout}; Ctrl-C to stop")
+        try:
+            deadline = time.monotonic() + args.duration if args.duration else None
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.2)
+                if args.processes and runner.failed():
+                    print(f"[launch] node process(es) exited: {runner.failed()}", file=sys.stderr)
+                    return 1
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_say(args) -> int:
+    import rclpy
+    from std_msgs.msg import String
+
+    from twinvla_ros.ros.qos import COMMAND_QOS
+    from twinvla_ros.execution.instruction import validate_instruction
+
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        text = validate_instruction(args.text)
+    except ValueError as error:
+        print(f"not sent: {error}", file=sys.stderr)
+        return 2
+    rclpy.init()
+    node = rclpy.create_node("twinvla_say")
+    try:
+        pub = node.create_publisher(String, args.topic, COMMAND_QOS)
+        deadline = time.monotonic() + args.timeout
+        # Wait for the policy to be discovered, or the message would go nowhere.
+        while pub.get_subscription_count() == 0:
+            if time.monotonic() > deadline:
+                print(f"no subscriber on {args.topic} after {args.timeout:.0f} s (is the policy running, "
+                      f"same ROS_DOMAIN_ID?)", file=sys.stderr)
+                return 1
+            rclpy.spin_once(node, timeout_sec=0.1)
+        pub.publish(String(data=text))
+        rclpy.spin_once(node, timeout_sec=0.2)
+        print(f"sent to {pub.get_subscription_count()} subscriber(s) on {args.topic}: '{text}'")
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 130
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="twinvla-ros", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the sim policy demo and write a video and a plot")
+    demo.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    demo.add_argument("--duration", type=float, default=20.0, help="seconds to run after the instruction")
+    demo.add_argument("--instruction", default="hand over the box")
+    demo.add_argument("--checkpoint", default="", help="TwinVLA checkpoint dir (default: embedded tiny model)")
+    demo.add_argument("--mode", default="rtc", choices=["sync", "async", "rtc"], help="chunk execution mode")
+    demo.add_argument("--seed", type=int, default=0, help="object placement and policy noise seed")
+    demo.set_defaults(func=cmd_demo)
+
+    launch = sub.add_parser("launch", help="run a node graph in this process (where ros2 launch is missing)")
+    launch.add_argument("graph", choices=["anubis_policy", "sim_robot", "policy"])
+    launch.add_argument("--sim", action=argparse.BooleanOptionalAction, default=True,
+                        help="simulated robot (default) or the real one")
+    launch.add_argument("--checkpoint", default="", help="TwinVLA checkpoint dir (anubis_policy, policy)")
+    launch.add_argument("--config", default=None, help="ROS parameter file overriding config/*.yaml")
+    launch.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
+                        help="override one parameter (repeatable)")
+    launch.add_argument("--processes", action="store_true",
+                        help="one process per node, as ros2 launch does (best on a small CPU)")
+    launch.add_argument("--isolate", action="store_true", help="random DDS domain, localhost only")
+    launch.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
+    launch.set_defaults(func=cmd_launch)
+
+    say = sub.add_parser("say", help="publish a language instruction once")
+    say.add_argument("text")
+    say.add_argument("--topic", default="/instruction")
+    say.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a subscriber")
+    say.set_defaults(func=cmd_say)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Pure-Python control core of the policy node (no ROS, no torch).
+
+scheduler: ChunkScheduler decides per control tick which action to execute and when to infer
+    (modes sync / async / rtc).
+worker: InferenceWorker runs the model in a background thread; run_control_tick glues the two
+    into one control-loop iteration.
+sync: ApproximateTimeMatcher (message_filters-compatible stamp matching) and ObservationGate
+    (per-stream age and cross-stream skew limits).
+"""
+from twinvla_ros.execution.scheduler import (
+    ChunkScheduler,
+    ExecutionMode,
+    Guidance,
+    InferenceRequest,
+    SchedulerConfig,
+    SchedulerStats,
+    rtc_prefix_weights,
+)
+from twinvla_ros.execution.observation import ApproximateTimeMatcher, GateStatus, ObservationGate, StreamLimit
+from twinvla_ros.execution.worker import InferenceResult, InferenceWorker, run_control_tick
+
+__all__ = [
+    "ApproximateTimeMatcher",
+    "ChunkScheduler",
+    "ExecutionMode",
+    "GateStatus",
+    "Guidance",
+    "InferenceRequest",
+    "InferenceResult",
+    "InferenceWorker",
+    "ObservationGate",
+    "SchedulerConfig",
+    "SchedulerStats",
+    "StreamLimit",
+    "rtc_prefix_weights",
+    "run_control_tick",
+]

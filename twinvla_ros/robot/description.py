@@ -1,0 +1,76 @@
+"""The Anubis robot description as the code uses it, read from config/anubis.yaml.
+
+The YAML is also what urdf/anubis.urdf is generated from, so joint names, limits and frames
+agree between the URDF consumers (pinocchio, MuJoCo, RViz) and the driver's safety limits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from twinvla_ros.robot.bimanual import ARMS
+from twinvla_ros.paths import config_path, urdf_path
+
+
+@dataclass(frozen=True)
+class ArmDescription:
+    side: str
+    joint_names: tuple[str, ...]      # the six arm joints, base to wrist
+    lower: np.ndarray                 # (6,) rad
+    upper: np.ndarray                 # (6,) rad
+    velocity: np.ndarray              # (6,) rad/s
+    home: np.ndarray                  # (6,) rad
+    gripper_joint: str                # actuated finger joint (metres of travel per finger)
+    gripper_stroke: float             # finger travel at fully open, m
+    gripper_velocity: float           # m/s
+    tip_frame: str                    # EEF (grasp point) frame
+    wrist_camera_frame: str           # optical frame of the wrist camera
+
+
+@dataclass(frozen=True)
+class RobotDescription:
+    urdf: Path
+    base_frame: str
+    reference_frame: str
+    ego_camera_frame: str
+    arms: dict[str, ArmDescription]
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        """All actuated joints in /joint_states order: left arm, left gripper, right arm, right gripper."""
+        names: list[str] = []
+        for side in ARMS:
+            names += [*self.arms[side].joint_names, self.arms[side].gripper_joint]
+        return tuple(names)
+
+
+def load_description(config: Path | str | None = None, urdf: Path | str | None = None) -> RobotDescription:
+    cfg = yaml.safe_load(Path(config or config_path("anubis.yaml")).read_text())
+    arms = {}
+    for side in ARMS:
+        arms[side] = ArmDescription(
+            side=side,
+            joint_names=tuple(f"{side}_{name}" for name in cfg["joint_names"]),
+            lower=np.asarray(cfg["joint_lower"], dtype=np.float64),
+            upper=np.asarray(cfg["joint_upper"], dtype=np.float64),
+            velocity=np.asarray(cfg["joint_velocity"], dtype=np.float64),
+            home=np.asarray(cfg["home"][side], dtype=np.float64),
+            gripper_joint=f"{side}_gripper",
+            gripper_stroke=float(cfg["gripper"]["stroke"]),
+            gripper_velocity=float(cfg["gripper"]["velocity"]),
+            tip_frame=f"{side}_eef",
+            wrist_camera_frame=f"{side}_wrist_camera_color_optical_frame",
+        )
+        a = arms[side]
+        if not (np.all(a.lower < a.upper) and np.all(a.home >= a.lower) and np.all(a.home <= a.upper)):
+            raise ValueError(f"config: {side} joint limits are inverted or the home pose is outside them")
+    return RobotDescription(
+        urdf=Path(urdf or urdf_path()),
+        base_frame=cfg["base_frame"],
+        reference_frame=cfg["reference_frame"],
+        ego_camera_frame="ego_camera_color_optical_frame",
+        arms=arms,
+    )

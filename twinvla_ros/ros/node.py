@@ -1,0 +1,151 @@
+"""The base of every twinvla_ros node: guarded callbacks, declared parameters, /diagnostics,
+and the process entry point.
+
+A callback that raises never ends a node, whichever way it runs (`ros2 launch`, one process
+per node, or all in one process): every subscription, service and timer callback goes through
+`guarded`, which counts the failure, logs it (the traceback once, then throttled) and turns the
+node's "callbacks" status on /diagnostics to ERROR for as long as failures keep coming.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import traceback
+from typing import Any, Callable, Iterable
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+
+from twinvla_ros.reporting import EventLog, Level, Status
+from twinvla_ros.ros.parameters import Parameters
+from twinvla_ros.ros.qos import COMMAND_QOS
+
+# A failure keeps the status at ERROR this long after it happened.
+FAILURE_REPORT_SECONDS = 10.0
+
+
+class TwinvlaNode(Node):
+    def __init__(self, name: str, hardware_id: str = "anubis", **node_kwargs):
+        super().__init__(name, **node_kwargs)
+        self.parameters = Parameters(self)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        self._hardware_id = hardware_id
+        self._failures = EventLog(interval=5.0)
+        self._failure_lock = threading.Lock()
+        self.callback_failures = 0
+        self.last_callback_failure = ""
+        self._last_failure_time = -float("inf")
+
+    # ---- guarded entities ------------------------------------------------------------------
+
+    def guarded(self, what: str, callback: Callable[..., Any], on_error: Callable[[str], Any] | None = None):
+        """`callback` that reports instead of raising; returns `on_error(reason)` when it raised."""
+        @functools.wraps(callback)
+        def run(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except Exception as error:   # noqa: BLE001 -- any failure is reported, none ends the node
+                if not self.context.ok():
+                    return None          # ROS shut down under the callback: a normal end
+                self.report_failure(what, error)
+                return on_error(f"{type(error).__name__}: {error}") if on_error is not None else None
+        return run
+
+    def report_failure(self, what: str, error: BaseException) -> None:
+        with self._failure_lock:
+            self.callback_failures += 1
+            self.last_callback_failure = f"{what}: {type(error).__name__}: {error}"
+            self._last_failure_time = time.monotonic()
+            first = self._failures.count(what) == 0
+        detail = f"\n{traceback.format_exc()}" if first else ""
+        self._failures.add(what, f"{what} failed: {type(error).__name__}: {error}{detail}", Level.ERROR)
+        for _, message in self._failures.drain():
+            self.get_logger().error(message)
+
+    def subscribe(self, msg_type, topic: str, callback, qos, what: str | None = None):
+        return self.create_subscription(msg_type, topic, self.guarded(what or f"{topic} callback", callback), qos)
+
+    def service(self, srv_type, name: str, callback):
+        def refuse(reason: str):
+            response = srv_type.Response()
+            if hasattr(response, "success"):
+                response.success = False
+                response.message = f"failed: {reason}"
+            return response
+        return self.create_service(srv_type, name, self.guarded(f"service {name}", callback, refuse))
+
+    def timer(self, period: float, callback, what: str):
+        return self.create_timer(period, self.guarded(what, callback))
+
+    # ---- /diagnostics ----------------------------------------------------------------------
+
+    def callbacks_status(self) -> Status:
+        with self._failure_lock:
+            values = {"failures": str(self.callback_failures), "last_failure": self.last_callback_failure}
+            recent = time.monotonic() - self._last_failure_time < FAILURE_REPORT_SECONDS
+        if recent:
+            return Status(Level.ERROR, f"failing: {self.last_callback_failure}", values)
+        return Status(Level.OK, "ok", values)
+
+    def publish_diagnostics(self, statuses: Iterable[tuple[str, Status]]) -> None:
+        """One DiagnosticArray: the node's own statuses plus its callbacks' health."""
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        for name, status in [*statuses, ("callbacks", self.callbacks_status())]:
+            message = DiagnosticStatus()
+            message.level = bytes([int(status.level)])
+            message.name = f"{self.get_name()}: {name}"
+            message.message = status.message
+            message.hardware_id = self._hardware_id
+            message.values = [KeyValue(key=str(k), value=str(v)) for k, v in status.values.items()]
+            array.status.append(message)
+        self._diagnostics_pub.publish(array)
+
+    def log(self, level: Level, message: str) -> None:
+        # One call site per severity: rclpy refuses a call site that changes severity.
+        if level == Level.ERROR:
+            self.get_logger().error(message)
+        elif level == Level.WARN:
+            self.get_logger().warning(message)
+        else:
+            self.get_logger().info(message)
+
+    def close(self) -> None:
+        """Safe shutdown hook, called before the node is destroyed."""
+
+
+def spin_until(executor: SingleThreadedExecutor, keep_going: Callable[[], bool]) -> None:
+    """Spin until keep_going() is false or ROS shuts down. Callbacks are guarded by the node;
+    an exception that still arrives here (from rclpy itself) is logged, and spinning goes on."""
+    while keep_going():
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except (ShutdownException, ExternalShutdownException, KeyboardInterrupt):
+            return
+        except Exception:      # noqa: BLE001
+            if not keep_going():
+                return
+            for node in executor.get_nodes():
+                node.get_logger().error(f"executor error:\n{traceback.format_exc()}")
+
+
+def run_node(make_node: Callable[[], TwinvlaNode], args=None, setup_process: Callable[[], None] | None = None) -> None:
+    """A node process's main: process-wide setup, spin until Ctrl-C, then the node's safe close()."""
+    rclpy.init(args=args)
+    if setup_process is not None:
+        setup_process()
+    node = make_node()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        spin_until(executor, rclpy.ok)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.close()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
