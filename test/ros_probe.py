@@ -64,3 +64,34 @@ def run_for(seconds: float, every: float, action: Callable[[], None]) -> None:
         action()
         next_time += every
         time.sleep(max(0.0, next_time - time.monotonic()))
+
+
+def stream_until(action: Callable[[], None], condition: Callable[[], Any], timeout: float, what: str,
+                 every: float = 0.05):
+    """Call action() every `every` seconds until condition() is truthy; returns its value or
+    fails saying what was awaited (a target streamed until the arm gets there)."""
+    deadline = time.monotonic() + timeout
+    next_time = time.monotonic()
+    while time.monotonic() < deadline:
+        action()
+        value = condition()
+        if value:
+            return value
+        next_time += every
+        time.sleep(max(0.0, next_time - time.monotonic()))
+    raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+
+
+def diagnostic_status(probe: Probe, name: str, since: float = 0.0):
+    """The newest /diagnostics status called `name` (e.g. 'arm_driver_node: right arm') received
+    after `since`, or None. The probe must record DiagnosticArray on /diagnostics."""
+    for array in reversed(probe.messages("/diagnostics", since)):
+        for status in array.status:
+            if status.name == name:
+                return status
+    return None
+
+
+def diagnostic_values(probe: Probe, name: str, since: float = 0.0) -> dict[str, str]:
+    status = diagnostic_status(probe, name, since)
+    return {} if status is None else {kv.key: kv.value for kv in status.values}

@@ -3,7 +3,7 @@
 Three ways the package gets installed, one lookup:
 - a source checkout or `pip install -e .`: next to the `twinvla_ros/` source directory;
 - `pip install .`: `<prefix>/share/twinvla_ros` (setup.py data_files);
-- colcon: the ament index (`share/twinvla_ros` of the install space).
+- colcon: the ament index (`share/twinvla_ros` of an install space on AMENT_PREFIX_PATH).
 """
 from __future__ import annotations
 
@@ -15,6 +15,17 @@ from pathlib import Path
 PACKAGE_NAME = "twinvla_ros"
 
 
+def _ament_share_dirs() -> list[Path]:
+    """What ament_index_python's get_package_share_directory finds, without importing ROS
+    (this module sits below the ROS layer): every prefix on AMENT_PREFIX_PATH whose index
+    registers the package."""
+    dirs = []
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        if (Path(prefix) / "share" / "ament_index" / "resource_index" / "packages" / PACKAGE_NAME).is_file():
+            dirs.append(Path(prefix) / "share" / PACKAGE_NAME)
+    return dirs
+
+
 @lru_cache(maxsize=1)
 def share_dir() -> Path:
     candidates = []
@@ -22,12 +33,7 @@ def share_dir() -> Path:
         candidates.append(Path(os.environ["TWINVLA_ROS_SHARE"]))
     candidates.append(Path(__file__).resolve().parent.parent)
     candidates.append(Path(sys.prefix) / "share" / PACKAGE_NAME)
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory(PACKAGE_NAME)))
-    except Exception:  # ament index absent or package not registered: other candidates
-        pass
+    candidates += _ament_share_dirs()
     for candidate in candidates:
         if (candidate / "urdf" / "anubis.urdf").is_file():
             return candidate

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from twinvla_ros.paths import config_path
+from twinvla_ros.paths import config_path, urdf_path
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,16 @@ class NodeSpec:
     factory: str               # "module:Class" the in-process runner instantiates
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
+    # "module:function" with process-wide settings the node needs (thread counts ...), called
+    # once before the node is made: by the node's own main() in its process, and by the
+    # in-process runner (where the last node's settings win).
+    process_setup: str = ""
 
 
 SIM_NODE = NodeSpec("sim_node", "sim_node", "twinvla_ros.ros.nodes.sim_node:SimNode")
 ARM_DRIVER = NodeSpec("arm_driver_node", "arm_driver_node", "twinvla_ros.ros.nodes.arm_driver_node:ArmDriverNode")
-POLICY = NodeSpec("policy_node", "policy_node", "twinvla_ros.ros.nodes.policy_node:PolicyNode")
+POLICY = NodeSpec("policy_node", "policy_node", "twinvla_ros.ros.nodes.policy_node:PolicyNode",
+                  process_setup="twinvla_ros.ros.nodes.policy_node:configure_process")
 
 
 def load_parameter_file(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -86,6 +91,16 @@ def anubis_policy(sim: bool = True, checkpoint: str = "", config: str | Path | N
             "not part of this build yet; run with sim:=true")
     return _build([SIM_NODE, SIM_ARM_DRIVER, POLICY], ["sim_robot.yaml", "anubis_policy.yaml"],
                   config, overrides, checkpoint)
+
+
+def robot_state_publisher(specs: list[NodeSpec]) -> NodeSpec | None:
+    """robot_state_publisher for a graph with an arm driver, so RViz and Foxglove get the
+    robot model and TF; the arm driver then leaves /robot_description to it. Only `ros2 launch`
+    starts it (it is a C++ node of a ROS installation, not of this package)."""
+    if not any(spec.name == ARM_DRIVER.name for spec in specs):
+        return None
+    return NodeSpec("robot_state_publisher", "robot_state_publisher", "",
+                    parameters={"robot_description": urdf_path().read_text()})
 
 
 GRAPHS: dict[str, Callable[..., list[NodeSpec]]] = {

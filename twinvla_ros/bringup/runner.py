@@ -18,24 +18,30 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from twinvla_ros.bringup.graph import NodeSpec
+from twinvla_ros.ros.node import spin_until
+
+
+def _resolve(reference: str) -> Callable:
+    module_name, name = reference.split(":")
+    return getattr(importlib.import_module(module_name), name)
 
 
 def _instantiate(spec: NodeSpec, context: Context) -> Node:
-    module_name, class_name = spec.factory.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = _resolve(spec.factory)
+    if spec.process_setup:
+        _resolve(spec.process_setup)()
     cli_args = ["--ros-args"]
     for source, target in spec.remappings:
         cli_args += ["-r", f"{source}:={target}"]
@@ -77,17 +83,9 @@ class GraphRunner:
         thread.start()
 
     def _spin(self, executor: SingleThreadedExecutor, node: Node) -> None:
-        # A failing callback must not stop the robot: log it and keep spinning
-        # (`executor.spin()` would return on the first exception).
-        while self.context.ok() and not self._stopping.is_set():
-            try:
-                executor.spin_once(timeout_sec=0.1)
-            except (ShutdownException, ExternalShutdownException):
-                return
-            except Exception:
-                if self._stopping.is_set():      # entities destroyed under a finishing callback
-                    return
-                node.get_logger().error(f"callback failed:\n{traceback.format_exc()}")
+        # The same loop as a node's own process (run_node): callbacks are guarded by the node,
+        # so a failing one is reported on /diagnostics and spinning goes on.
+        spin_until(executor, lambda: self.context.ok() and not self._stopping.is_set())
 
     def node(self, name: str) -> Any:
         return self.nodes[name]
@@ -137,6 +135,7 @@ class ProcessGraphRunner:
                 params = Path(self._workdir.name) / f"{spec.name}.yaml"
                 params.write_text(yaml.safe_dump({spec.name: {"ros__parameters": spec.parameters}}))
                 module_name, _ = spec.factory.split(":")
+                # main() of the node's module runs its process setup, as the console script does.
                 cmd = [sys.executable, "-c", f"from {module_name} import main; main()", "--ros-args",
                        "-r", f"__node:={spec.name}", "--params-file", str(params)]
                 for source, target in spec.remappings:

@@ -11,79 +11,17 @@ cameras, publishes the instruction, records for `duration` seconds while printin
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
-from sensor_msgs.msg import Image
-from std_msgs.msg import String
 
-from twinvla_ros.robot.bimanual import ARMS
-from twinvla_ros.bringup.graph import anubis_policy
-from twinvla_ros.data.media import plot_eef_tracking, write_video
-from twinvla_ros.ros.messages import image_to_rgb, pose_to_matrix
-from twinvla_ros.ros.qos import COMMAND_QOS, SENSOR_QOS
 from twinvla_ros.bringup.dds import isolate_dds
+from twinvla_ros.bringup.graph import anubis_policy
 from twinvla_ros.bringup.runner import GraphRunner, ProcessGraphRunner
-
-
-class DemoRecorder(Node):
-    """Records the ego camera, both arms' commanded and reached EEF positions, and the latest
-    /diagnostics values of every node."""
-
-    def __init__(self, context):
-        super().__init__("demo_recorder", context=context)
-        self._lock = threading.Lock()
-        self.t0: float | None = None
-        self.frames: list[np.ndarray] = []
-        self.diagnostics: dict[str, dict[str, str]] = {}
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, COMMAND_QOS)
-        self.commanded = {side: ([], []) for side in ARMS}
-        self.reached = {side: ([], []) for side in ARMS}
-        self.create_subscription(Image, "/cameras/ego/color/image_raw", self._on_image, SENSOR_QOS)
-        for side in ARMS:
-            self.create_subscription(PoseStamped, f"/{side}_arm/eef_target",
-                                     lambda msg, s=side: self._on_pose(self.commanded[s], msg), COMMAND_QOS)
-            self.create_subscription(PoseStamped, f"/{side}_arm/eef_pose",
-                                     lambda msg, s=side: self._on_pose(self.reached[s], msg), COMMAND_QOS)
-        self.instruction_pub = self.create_publisher(String, "/instruction", COMMAND_QOS)
-
-    def start(self) -> None:
-        """(Re)start recording: clear what was recorded, time 0 is now."""
-        with self._lock:
-            self.t0 = time.monotonic()
-            self.frames.clear()
-            for store in (*self.commanded.values(), *self.reached.values()):
-                store[0].clear()
-                store[1].clear()
-
-    def _on_image(self, msg: Image) -> None:
-        with self._lock:
-            if self.t0 is not None:
-                self.frames.append(image_to_rgb(msg))
-
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        with self._lock:
-            for status in msg.status:
-                self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
-
-    def values(self, status_name: str) -> dict[str, str]:
-        with self._lock:
-            return dict(self.diagnostics.get(status_name, {}))
-
-    def _on_pose(self, store, msg: PoseStamped) -> None:
-        with self._lock:
-            if self.t0 is not None:
-                store[0].append(time.monotonic() - self.t0)
-                store[1].append(pose_to_matrix(msg.pose)[:3, 3])
-
-    def series(self, which) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        with self._lock:
-            return {side: (np.array(t), np.array(xyz).reshape(-1, 3)) for side, (t, xyz) in which.items()}
+from twinvla_ros.data.media import plot_eef_tracking, write_video
+from twinvla_ros.robot.bimanual import ARMS
+from twinvla_ros.ros.demo_recorder import DemoRecorder
 
 
 def _wait(condition, timeout: float, what: str, runner: ProcessGraphRunner) -> None:
@@ -123,13 +61,13 @@ def run_demo(out: str | Path = "demo_out", duration: float = 20.0, instruction: 
         recorder = DemoRecorder(here.context)
         here.add_node(recorder)
         policy_status = "policy_node: policy"
-        _wait(lambda: recorder.instruction_pub.get_subscription_count() > 0
+        _wait(lambda: recorder.policy_listening()
               and recorder.values(policy_status), 120.0, "the policy node to come up", graph)
         recorder.start()
         _wait(lambda: len(recorder.frames) > 0 and all(recorder.series(recorder.reached)[s][0].size for s in ARMS),
               60.0, "cameras and arm state", graph)
         recorder.start()                       # the recording starts with the instruction
-        recorder.instruction_pub.publish(String(data=instruction))
+        recorder.send_instruction(instruction)
         log(f"[demo] instruction sent: '{instruction}'; recording {duration:.0f} s")
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < duration:

@@ -65,40 +65,17 @@ def cmd_launch(args) -> int:
 
 
 def cmd_say(args) -> int:
-    import rclpy
-    from std_msgs.msg import String
-
-    from twinvla_ros.ros.qos import COMMAND_QOS
     from twinvla_ros.execution.instruction import validate_instruction
-
-    from rclpy.executors import ExternalShutdownException
+    from twinvla_ros.ros.say import publish_instruction
 
     try:
         text = validate_instruction(args.text)
     except ValueError as error:
         print(f"not sent: {error}", file=sys.stderr)
         return 2
-    rclpy.init()
-    node = rclpy.create_node("twinvla_say")
-    try:
-        pub = node.create_publisher(String, args.topic, COMMAND_QOS)
-        deadline = time.monotonic() + args.timeout
-        # Wait for the policy to be discovered, or the message would go nowhere.
-        while pub.get_subscription_count() == 0:
-            if time.monotonic() > deadline:
-                print(f"no subscriber on {args.topic} after {args.timeout:.0f} s (is the policy running, "
-                      f"same ROS_DOMAIN_ID?)", file=sys.stderr)
-                return 1
-            rclpy.spin_once(node, timeout_sec=0.1)
-        pub.publish(String(data=text))
-        rclpy.spin_once(node, timeout_sec=0.2)
-        print(f"sent to {pub.get_subscription_count()} subscriber(s) on {args.topic}: '{text}'")
-        return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 130
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    code, message = publish_instruction(text, args.topic, args.timeout)
+    print(message, file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

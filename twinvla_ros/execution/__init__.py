@@ -6,6 +6,7 @@ worker: InferenceWorker runs the model in a background thread; run_control_tick 
     into one control-loop iteration.
 sync: ApproximateTimeMatcher (message_filters-compatible stamp matching) and ObservationGate
     (per-stream age and cross-stream skew limits).
+runtime: PolicyRuntime, the policy node's core (task state, input gating, inference, control tick).
 """
 from twinvla_ros.execution.scheduler import (
     ChunkScheduler,
@@ -18,6 +19,7 @@ from twinvla_ros.execution.scheduler import (
 )
 from twinvla_ros.execution.observation import ApproximateTimeMatcher, GateStatus, ObservationGate, StreamLimit
 from twinvla_ros.execution.worker import InferenceResult, InferenceWorker, run_control_tick
+from twinvla_ros.execution.runtime import PolicyRuntime, RuntimeSettings, State
 
 __all__ = [
     "ApproximateTimeMatcher",
@@ -29,8 +31,11 @@ __all__ = [
     "InferenceResult",
     "InferenceWorker",
     "ObservationGate",
+    "PolicyRuntime",
+    "RuntimeSettings",
     "SchedulerConfig",
     "SchedulerStats",
+    "State",
     "StreamLimit",
     "rtc_prefix_weights",
     "run_control_tick",

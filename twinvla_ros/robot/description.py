@@ -28,6 +28,8 @@ class ArmDescription:
     gripper_velocity: float           # m/s
     tip_frame: str                    # EEF (grasp point) frame
     wrist_camera_frame: str           # optical frame of the wrist camera
+    workspace_min: tuple[float, float, float]   # EEF box in the reference frame, m; the floor
+    workspace_max: tuple[float, float, float]   # is the table top plus a margin
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class RobotDescription:
     base_frame: str
     reference_frame: str
     ego_camera_frame: str
+    table_top_z: float                # the work surface in the reference frame, m
     arms: dict[str, ArmDescription]
 
     @property
@@ -49,8 +52,12 @@ class RobotDescription:
 
 def load_description(config: Path | str | None = None, urdf: Path | str | None = None) -> RobotDescription:
     cfg = yaml.safe_load(Path(config or config_path("anubis.yaml")).read_text())
+    table_top = float(cfg["table"]["top_z"]) - float(cfg["reference_offset"][2])   # in the reference frame
+    workspace = cfg["workspace"]
+    floor = table_top + float(workspace["floor_margin"])
     arms = {}
     for side in ARMS:
+        box = workspace[side]
         arms[side] = ArmDescription(
             side=side,
             joint_names=tuple(f"{side}_{name}" for name in cfg["joint_names"]),
@@ -63,14 +70,19 @@ def load_description(config: Path | str | None = None, urdf: Path | str | None =
             gripper_velocity=float(cfg["gripper"]["velocity"]),
             tip_frame=f"{side}_eef",
             wrist_camera_frame=f"{side}_wrist_camera_color_optical_frame",
+            workspace_min=(float(box["x"][0]), float(box["y"][0]), floor),
+            workspace_max=(float(box["x"][1]), float(box["y"][1]), float(workspace["ceiling"])),
         )
         a = arms[side]
         if not (np.all(a.lower < a.upper) and np.all(a.home >= a.lower) and np.all(a.home <= a.upper)):
             raise ValueError(f"config: {side} joint limits are inverted or the home pose is outside them")
+        if not np.all(np.less(a.workspace_min, a.workspace_max)):
+            raise ValueError(f"config: {side} workspace box is empty: {a.workspace_min} .. {a.workspace_max}")
     return RobotDescription(
         urdf=Path(urdf or urdf_path()),
         base_frame=cfg["base_frame"],
         reference_frame=cfg["reference_frame"],
         ego_camera_frame="ego_camera_color_optical_frame",
+        table_top_z=table_top,
         arms=arms,
     )

@@ -31,11 +31,13 @@ from twinvla_ros.paths import config_path, urdf_path
 SIDES = ("left", "right")
 
 # --- Table (world frame = base_link; x forward, z up) -----------------------------------------
-# Just below the shoulders (0.823 m): the grasp point reaches z -0.05..0.3 above the shoulder
-# plane with the gripper pointing down, so boxes on a 0.80 m table are graspable.
-TABLE_TOP_Z = 0.80
-TABLE_X = (0.0, 0.55)           # front edge just in front of the torso (torso ends at x -0.015)
-TABLE_Y = (-0.60, 0.60)
+# From config/anubis.yaml, which the arm driver's workspace floor also comes from. Just below
+# the shoulders (0.823 m): the grasp point reaches z -0.05..0.3 above the shoulder plane with
+# the gripper pointing down, so boxes on a 0.80 m table are graspable.
+_TABLE = yaml.safe_load(config_path("anubis.yaml").read_text())["table"]
+TABLE_TOP_Z = float(_TABLE["top_z"])
+TABLE_X = tuple(float(v) for v in _TABLE["x"])
+TABLE_Y = tuple(float(v) for v in _TABLE["y"])
 TABLE_THICKNESS = 0.03
 TABLE_LEG_RADIUS = 0.025
 

@@ -1,93 +1,128 @@
 """arm_driver_node: the Anubis EEF interface of both arms, with safety, over an arm bus.
 
-Subscribes (per arm, under `left_arm/` and `right_arm/`): `eef_target` (PoseStamped),
-`gripper_target` (Float64, 0 closed .. 1 open), `joint_command` (JointState, for leader arms);
-and `/estop` (Bool, latched). Publishes `/joint_states`, `<arm>/eef_pose`, `/diagnostics`.
-Services: `~/enable` (SetBool: torque), `~/go_home`, `~/clear_estop` (Trigger).
-All logic lives in twinvla_ros.control; this node converts messages and runs the servo timer.
+Subscribes (per arm, under `left_arm/` and `right_arm/`): `eef_target` (PoseStamped in
+`eef_reference` or `base_link`), `gripper_target` (Float64, 0 closed .. 1 open), `joint_command`
+(JointState, for leader arms); and `/estop` (Bool, latched). Publishes `/joint_states`,
+`<arm>/eef_pose` (in `eef_reference`), `/robot_description` (the URDF, latched) and
+`/diagnostics`. Services: `~/enable` (SetBool: torque), `~/go_home`, `~/clear_estop` (Trigger).
+
+All logic lives in twinvla_ros.control; this node converts and checks messages (a pose that is
+not finite, absurdly large or has a non-unit quaternion is rejected before any arithmetic on
+it), and runs the servo timer. Speed caps, workspace boxes, timeouts and tracking margins are
+live parameters (`ros2 param set` takes effect on the next servo tick); the rest is read-only.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64
+from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
-from twinvla_ros.robot.bimanual import ARMS
-from twinvla_ros.hardware.motors import ArmBus, BusError, SimArmBus
 from twinvla_ros.control.controller import ArmController
-from twinvla_ros.reporting import Level
 from twinvla_ros.control.safety import SafetyLimits
+from twinvla_ros.hardware.motors import ArmBus, BusError
+from twinvla_ros.hardware.motors.sim import SimArmBus
+from twinvla_ros.reporting import Level, RateMeter, Status
+from twinvla_ros.robot.bimanual import ARMS
 from twinvla_ros.robot.description import load_description
 from twinvla_ros.robot.kinematics import ArmKinematics
-from twinvla_ros.ros.common import (run_node, COMMAND_QOS, LATCHED_QOS, Diagnostics, RateMeter, declare,
-                                      matrix_to_pose, pose_to_matrix)
+from twinvla_ros.ros.messages import matrix_to_pose, pose_to_matrix, stamp_to_seconds
+from twinvla_ros.ros.node import TwinvlaNode, run_node
+from twinvla_ros.ros.qos import COMMAND_QOS, LATCHED_QOS
 
 BACKENDS = ("sim", "dynamixel")
+REFERENCE_FRAME = "eef_reference"     # of eef_pose, and what base_link targets are converted to
+
+# Limits that `ros2 param set` changes while the arms run: (parameter, SafetyLimits field, description, low, high).
+LIVE_LIMITS = (
+    ("joint_velocity_scale", "joint_velocity_scale", "fraction of the URDF joint velocity limits the driver may use", 0.01, 1.0),
+    ("max_eef_speed", "max_eef_speed", "EEF setpoint speed cap, m/s", 0.01, 2.0),
+    ("max_eef_angular_speed", "max_eef_angular_speed", "EEF setpoint angular speed cap, rad/s", 0.05, 6.0),
+    ("max_gripper_speed", "max_gripper_speed", "gripper speed cap, fraction of the stroke per second", 0.05, 10.0),
+    ("stale_timeout", "stale_timeout", "seconds without a command before the arm holds", 0.05, 5.0),
+    ("max_tracking_error", "max_tracking_error", "rad the joint command may lead the measured position "
+     "before the arm counts as blocked", 0.005, 0.5),
+    ("max_eef_tracking_error", "max_eef_tracking_error", "m the EEF setpoint may lead the measured EEF "
+     "before the arm counts as blocked", 0.002, 0.3),
+    ("blocked_hold_time", "blocked_hold_time", "seconds an arm may stay blocked before it holds its measured pose",
+     0.0, 10.0),
+    ("max_target_future", "max_target_future", "seconds a target's stamp may lie in the future", 0.0, 1.0),
+)
 
 
-class ArmDriverNode(Node):
+class ArmDriverNode(TwinvlaNode):
     def __init__(self, **node_kwargs):
         super().__init__("arm_driver_node", **node_kwargs)
-        self.backend = declare(self, "backend", "sim", f"motor backend: one of {BACKENDS}")
-        servo_rate = declare(self, "servo_rate", 100.0, "servo loop rate in Hz (IK + safety per tick)")
-        state_rate = declare(self, "state_rate", 50.0, "rate of /joint_states and eef_pose in Hz")
-        self.reference_frame = declare(self, "reference_frame", "eef_reference",
-                                       "frame of eef_pose and of eef_target (base_link also accepted)")
-        joint_states_topic = declare(self, "joint_states_topic", "/joint_states", "joint state output")
-        estop_topic = declare(self, "estop_topic", "/estop", "e-stop input (std_msgs/Bool, latched)")
-        enable_on_start = declare(self, "enable_on_start", True, "torque on (holding in place) at start")
-        defaults = SafetyLimits()
-        limits = SafetyLimits(
-            joint_velocity_scale=declare(self, "joint_velocity_scale", defaults.joint_velocity_scale,
-                                         "fraction of the URDF joint velocity limits the driver may use"),
-            max_eef_speed=declare(self, "max_eef_speed", defaults.max_eef_speed, "EEF setpoint speed cap, m/s"),
-            max_eef_angular_speed=declare(self, "max_eef_angular_speed", defaults.max_eef_angular_speed,
-                                          "EEF setpoint angular speed cap, rad/s"),
-            max_gripper_speed=declare(self, "max_gripper_speed", defaults.max_gripper_speed,
-                                      "gripper speed cap, fraction of the stroke per second"),
-            workspace_min=tuple(declare(self, "workspace_min", list(defaults.workspace_min),
-                                        "EEF workspace box lower corner (x, y, z) in the reference frame, m")),
-            workspace_max=tuple(declare(self, "workspace_max", list(defaults.workspace_max),
-                                        "EEF workspace box upper corner (x, y, z) in the reference frame, m")),
-            stale_timeout=declare(self, "stale_timeout", defaults.stale_timeout,
-                                  "seconds without a command before the arm holds"),
-            bus_timeout=declare(self, "bus_timeout", defaults.bus_timeout,
-                                "seconds without a joint reading before the arm holds and reports an error"),
-            ik_position_tolerance=declare(self, "ik_position_tolerance", defaults.ik_position_tolerance,
-                                          "IK residual (m) above which a target counts as unreachable"),
-            ik_rotation_tolerance=declare(self, "ik_rotation_tolerance", defaults.ik_rotation_tolerance,
-                                          "IK residual (rad) above which a target counts as unreachable"),
-            accepted_frames=(self.reference_frame, "base_link"),
-        )
+        declare = self.parameters.declare
+        self.backend = declare("backend", "sim", "motor backend", choices=BACKENDS)
+        servo_rate = declare("servo_rate", 100.0, "servo loop rate in Hz (IK + safety per tick)", low=20.0, high=1000.0)
+        state_rate = declare("state_rate", 50.0, "rate of /joint_states and eef_pose in Hz", low=1.0, high=1000.0)
+        joint_states_topic = declare("joint_states_topic", "/joint_states", "joint state output")
+        estop_topic = declare("estop_topic", "/estop", "e-stop input (std_msgs/Bool, latched)")
+        enable_on_start = declare("enable_on_start", True, "torque on (holding in place) at start")
+        publish_description = declare("publish_robot_description", True,
+                                      "publish the URDF on /robot_description (off when robot_state_publisher does)")
 
         description = load_description()
         self.description = description
+        defaults = SafetyLimits()
+        limits = SafetyLimits(
+            **{field: declare(name, getattr(defaults, field), text, low=low, high=high, live=True)
+               for name, field, text, low, high in LIVE_LIMITS},
+            bus_timeout=declare("bus_timeout", defaults.bus_timeout,
+                                "seconds without a joint reading before the arm holds and reports an error",
+                                low=0.01, high=5.0),
+            ik_position_tolerance=declare("ik_position_tolerance", defaults.ik_position_tolerance,
+                                          "IK residual (m) above which a target counts as unreachable",
+                                          low=1e-4, high=0.05),
+            ik_rotation_tolerance=declare("ik_rotation_tolerance", defaults.ik_rotation_tolerance,
+                                          "IK residual (rad) above which a target counts as unreachable",
+                                          low=1e-3, high=0.5),
+            check_stamps=declare("check_stamps", defaults.check_stamps,
+                                 "reject targets stamped older than stale_timeout or from the future "
+                                 "(zero stamps always count as now); off for tools with unsynchronized clocks",
+                                 live=True),
+            accepted_frames=(REFERENCE_FRAME, description.base_frame),
+        )
+        self.limits = {}
+        for side in ARMS:
+            arm = description.arms[side]
+            box_min = declare(f"{side}_workspace_min", list(arm.workspace_min),
+                              f"{side} EEF workspace box lower corner (x, y, z) in {REFERENCE_FRAME}, m "
+                              f"(default z: table top + margin, config/anubis.yaml)", low=-2.0, high=2.0,
+                              length=3, live=True)
+            box_max = declare(f"{side}_workspace_max", list(arm.workspace_max),
+                              f"{side} EEF workspace box upper corner (x, y, z) in {REFERENCE_FRAME}, m",
+                              low=-2.0, high=2.0, length=3, live=True)
+            self.limits[side] = replace(limits, workspace_min=tuple(box_min), workspace_max=tuple(box_max))
+        self.parameters.set_apply(self._apply_parameters)
+
         self.controllers: dict[str, ArmController] = {}
         self.buses: dict[str, ArmBus] = {}
         self._make_buses(description)
         for side in ARMS:
             kinematics = ArmKinematics(description, side)
-            base_to_reference = np.linalg.inv(kinematics.reference_in_base())
             self.controllers[side] = ArmController(
-                description.arms[side], kinematics, limits, servo_rate=servo_rate,
-                reference_frame=self.reference_frame, base_to_reference=base_to_reference)
+                description.arms[side], kinematics, self.limits[side], servo_rate=servo_rate,
+                reference_frame=REFERENCE_FRAME, base_to_reference=np.linalg.inv(kinematics.reference_in_base()))
             self._subscribe_arm(side)
 
         self._joint_state_pub = self.create_publisher(JointState, joint_states_topic, COMMAND_QOS)
         self._pose_pubs = {side: self.create_publisher(PoseStamped, f"{side}_arm/eef_pose", COMMAND_QOS)
                            for side in ARMS}
-        self._estop_pressed = False
-        self.create_subscription(Bool, estop_topic, self._on_estop, LATCHED_QOS)
-        self.create_service(SetBool, "~/enable", self._on_enable)
-        self.create_service(Trigger, "~/go_home", self._on_go_home)
-        self.create_service(Trigger, "~/clear_estop", self._on_clear_estop)
-        self.diagnostics = Diagnostics(self)
+        if publish_description:
+            self._description_pub = self.create_publisher(String, "/robot_description", LATCHED_QOS)
+            self._description_pub.publish(String(data=description.urdf.read_text()))
+        self.estop_pressed = False
+        self.subscribe(Bool, estop_topic, self._on_estop, LATCHED_QOS)
+        self.service(SetBool, "~/enable", self._on_enable)
+        self.service(Trigger, "~/go_home", self._on_go_home)
+        self.service(Trigger, "~/clear_estop", self._on_clear_estop)
         self.loop_rate = RateMeter()
         # EEF command received -> joint target written, per command (for the bench and diagnostics).
         self.command_latencies: deque[float] = deque(maxlen=1000)
@@ -98,54 +133,78 @@ class ArmDriverNode(Node):
         self._last_diagnostics = 0.0
         for side in ARMS:
             self.controllers[side].set_enabled(enable_on_start)
-        self._servo_timer = self.create_timer(1.0 / servo_rate, self._servo_tick)
+        self._servo_timer = self.timer(1.0 / servo_rate, self._servo_tick, "servo tick")
         self.get_logger().info(f"arm driver up: backend={self.backend}, servo {servo_rate:.0f} Hz, "
-                               f"poses in '{self.reference_frame}'")
+                               f"poses in '{REFERENCE_FRAME}'")
 
     # ---- setup ---------------------------------------------------------------------------------
 
     def _make_buses(self, description) -> None:
-        if self.backend == "sim":
-            names_topic = declare(self, "sim_joint_states_topic", "/sim/joint_states", "sim joint states input")
-            command_topic = declare(self, "sim_joint_commands_topic", "/sim/joint_commands", "sim joint targets output")
-            torque_topic = declare(self, "sim_torque_topic", "/sim/torque", "sim torque on/off per joint output")
-            command_pub = self.create_publisher(JointState, command_topic, COMMAND_QOS)
-            torque_pub = self.create_publisher(JointState, torque_topic, COMMAND_QOS)
-
-            pending: dict[str, float] = {}
-
-            def send_targets(names, positions):
-                pending.update(zip(names, positions.tolist()))
-
-            def flush_targets():
-                # Both arms' targets of one tick travel in one message: half the traffic.
-                if pending:
-                    msg = JointState(name=list(pending), position=list(pending.values()))
-                    msg.header.stamp = self.get_clock().now().to_msg()
-                    command_pub.publish(msg)
-                    pending.clear()
-
-            self._flush_bus = flush_targets
-
-            def send_torque(names, enabled):
-                # JointState as a per-joint on/off list: effort 1 = torque on, 0 = off.
-                torque_pub.publish(JointState(name=list(names), effort=[1.0 if enabled else 0.0] * len(names)))
-
-            for side in ARMS:
-                arm = description.arms[side]
-                self.buses[side] = SimArmBus([*arm.joint_names, arm.gripper_joint], send_targets,
-                                             send_torque, time.monotonic)
-
-            def on_sim_state(msg: JointState):
-                for bus in self.buses.values():
-                    bus.on_joint_state(msg.name, msg.position, msg.velocity, msg.effort)
-
-            self.create_subscription(JointState, names_topic, on_sim_state, COMMAND_QOS)
-        elif self.backend == "dynamixel":
+        if self.backend == "dynamixel":
             raise RuntimeError("backend 'dynamixel' is not available in this build yet (hardware issue); "
                                "refusing to start rather than fall back to the simulator")
-        else:
-            raise ValueError(f"unknown backend '{self.backend}': choose one of {BACKENDS}")
+        declare = self.parameters.declare
+        states_topic = declare("sim_joint_states_topic", "/sim/joint_states", "sim joint states input")
+        command_topic = declare("sim_joint_commands_topic", "/sim/joint_commands", "sim joint targets output")
+        torque_topic = declare("sim_torque_topic", "/sim/torque", "sim torque on/off per joint output")
+        command_pub = self.create_publisher(JointState, command_topic, COMMAND_QOS)
+        torque_pub = self.create_publisher(JointState, torque_topic, COMMAND_QOS)
+        pending: dict[str, float] = {}
+
+        def send_targets(names, positions):
+            pending.update(zip(names, positions.tolist()))
+
+        def flush_targets():
+            # Both arms' targets of one tick travel in one message: half the traffic.
+            if pending:
+                msg = JointState(name=list(pending), position=list(pending.values()))
+                msg.header.stamp = self.get_clock().now().to_msg()
+                command_pub.publish(msg)
+                pending.clear()
+
+        self._flush_bus = flush_targets
+
+        def send_torque(names, enabled):
+            # JointState as a per-joint on/off list: effort 1 = torque on, 0 = off.
+            torque_pub.publish(JointState(name=list(names), effort=[1.0 if enabled else 0.0] * len(names)))
+
+        for side in ARMS:
+            arm = description.arms[side]
+            self.buses[side] = SimArmBus([*arm.joint_names, arm.gripper_joint], send_targets,
+                                         send_torque, time.monotonic)
+
+        def on_sim_state(msg: JointState):
+            for bus in self.buses.values():
+                bus.on_joint_state(msg.name, msg.position, msg.velocity, msg.effort)
+
+        self.subscribe(JointState, states_topic, on_sim_state, COMMAND_QOS)
+
+    def _apply_parameters(self, changes: dict) -> str | None:
+        new_limits = {}
+        for side in ARMS:
+            fields = {field: changes[name] for name, field, *_ in LIVE_LIMITS if name in changes}
+            if "check_stamps" in changes:
+                fields["check_stamps"] = changes["check_stamps"]
+            for corner in ("min", "max"):
+                name = f"{side}_workspace_{corner}"
+                if name in changes:
+                    fields[f"workspace_{corner}"] = tuple(changes[name])
+            try:
+                new_limits[side] = replace(self.limits[side], **fields)
+            except ValueError as error:          # SafetyLimits refuses e.g. an empty box
+                return str(error)
+        for side, limits in new_limits.items():
+            self.controllers[side].update_limits(limits)
+            self.limits[side] = limits
+        self.get_logger().info(f"limits changed: {changes}")
+        return None
+
+    def _stamp_age(self, msg) -> float | None:
+        """Seconds since the message's stamp; None for a zero stamp (tools that send none)."""
+        stamp = msg.header.stamp
+        if stamp.sec == 0 and stamp.nanosec == 0:
+            return None
+        return self.get_clock().now().nanoseconds * 1e-9 - stamp_to_seconds(stamp)
 
     def _subscribe_arm(self, side: str) -> None:
         controller = self.controllers[side]
@@ -153,17 +212,22 @@ class ArmDriverNode(Node):
 
         def on_eef_target(msg: PoseStamped):
             now = time.monotonic()
-            if controller.command_eef(pose_to_matrix(msg.pose), msg.header.frame_id, now) is None:
+            try:
+                pose = pose_to_matrix(msg.pose)
+            except ValueError as error:
+                controller.reject("EEF target", str(error))
+                return
+            if controller.command_eef(pose, msg.header.frame_id, now, stamp_age=self._stamp_age(msg)) is None:
                 self._pending_command.setdefault(side, now)
 
         def on_gripper_target(msg: Float64):
             controller.command_gripper(msg.data, time.monotonic())
 
         def on_joint_command(msg: JointState):
-            index = {name: i for i, name in enumerate(msg.name)}
             if len(msg.position) != len(msg.name):
                 controller.reject("joint command", f"{len(msg.name)} names but {len(msg.position)} positions")
                 return
+            index = {name: i for i, name in enumerate(msg.name)}
             missing = [name for name in arm.joint_names if name not in index]
             if missing:
                 controller.reject("joint command", f"joints {missing} missing")
@@ -172,16 +236,16 @@ class ArmDriverNode(Node):
             gripper = None
             if arm.gripper_joint in index:
                 gripper = msg.position[index[arm.gripper_joint]] / arm.gripper_stroke
-            controller.command_joints(q, time.monotonic(), gripper)
+            controller.command_joints(q, time.monotonic(), gripper, stamp_age=self._stamp_age(msg))
 
-        self.create_subscription(PoseStamped, f"{side}_arm/eef_target", on_eef_target, COMMAND_QOS)
-        self.create_subscription(Float64, f"{side}_arm/gripper_target", on_gripper_target, COMMAND_QOS)
-        self.create_subscription(JointState, f"{side}_arm/joint_command", on_joint_command, COMMAND_QOS)
+        self.subscribe(PoseStamped, f"{side}_arm/eef_target", on_eef_target, COMMAND_QOS)
+        self.subscribe(Float64, f"{side}_arm/gripper_target", on_gripper_target, COMMAND_QOS)
+        self.subscribe(JointState, f"{side}_arm/joint_command", on_joint_command, COMMAND_QOS)
 
     # ---- callbacks -----------------------------------------------------------------------------
 
     def _on_estop(self, msg: Bool) -> None:
-        self._estop_pressed = bool(msg.data)
+        self.estop_pressed = bool(msg.data)
         if msg.data:
             for controller in self.controllers.values():
                 controller.engage_estop()
@@ -201,7 +265,7 @@ class ArmDriverNode(Node):
         return response
 
     def _on_clear_estop(self, request: Trigger.Request, response: Trigger.Response):
-        if self._estop_pressed:
+        if self.estop_pressed:
             response.success = False
             response.message = "e-stop is still pressed (/estop is true): release it first"
             return response
@@ -231,60 +295,51 @@ class ArmDriverNode(Node):
                     self.command_latencies.append(time.monotonic() - received)
             events = controller.drain_events()
             for level, event in events:
-                self._log(level, event)
+                self.log(level, event)
             report_now = report_now or bool(events)
         self._flush_bus()
         self._tick_count += 1
         if self._tick_count % self._state_every == 0:
             self._publish_state()
-        # Twice a second, and at once when something happened (e-stop, rejection, stale ...).
+        # Twice a second, and at once when something was logged (e-stop, rejection, stale ...).
         if report_now or now - self._last_diagnostics >= 0.5:
             self._publish_diagnostics()
             self._last_diagnostics = now
 
-    def _log(self, level: Level, message: str) -> None:
-        # One call site per severity: rclpy refuses a call site that changes severity.
-        if level == Level.ERROR:
-            self.get_logger().error(message)
-        elif level == Level.WARN:
-            self.get_logger().warning(message)
-        else:
-            self.get_logger().info(message)
-
     def _publish_state(self) -> None:
+        """Both arms' joints and poses from one instant, or nothing: a stale reading is not
+        re-published with a fresh stamp (consumers must see the silence, and the policy holds
+        on it), and a half state would pair a fresh arm with a frozen one."""
+        now = time.monotonic()
+        readings = {side: c.measured for side, c in self.controllers.items()}
+        if any(r is None or now - r.stamp > self.limits[side].bus_timeout for side, r in readings.items()):
+            return
         stamp = self.get_clock().now().to_msg()
         names, positions, velocities, efforts = [], [], [], []
         for side, controller in self.controllers.items():
-            reading = controller.measured
-            # A stale reading is not re-published with a fresh stamp: consumers must see the
-            # silence (the policy holds on it), not a frozen robot that looks alive.
-            if reading is None or time.monotonic() - reading.stamp > controller.limits.bus_timeout:
-                return
+            reading = readings[side]
             names += self.buses[side].joint_names
             positions += reading.positions.tolist()
             velocities += reading.velocities.tolist()
             efforts += reading.efforts.tolist()
             pose = PoseStamped()
             pose.header.stamp = stamp
-            pose.header.frame_id = self.reference_frame
-            pose.pose = matrix_to_pose(controller.measured_pose())
+            pose.header.frame_id = REFERENCE_FRAME
+            pose.pose = matrix_to_pose(controller.kinematics.fk(reading.positions[:6]))
             self._pose_pubs[side].publish(pose)
         msg = JointState(name=names, position=positions, velocity=velocities, effort=efforts)
         msg.header.stamp = stamp
         self._joint_state_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
-        statuses = []
-        for side, controller in self.controllers.items():
-            status = controller.status()
-            statuses.append((f"{side} arm", status.level, status.message, status.values))
+        statuses = [(f"{side} arm", controller.status()) for side, controller in self.controllers.items()]
         loop = self.loop_rate.summary()
         latencies = np.array(self.command_latencies)
         if latencies.size:
             loop["eef_cmd_to_joint_target_p50_ms"] = f"{np.percentile(latencies, 50) * 1e3:.2f}"
-        statuses.append(("servo loop", Level.OK, f"{self.backend} backend", loop))
-        self.diagnostics.publish(statuses)
-
+        loop["estop_pressed"] = str(self.estop_pressed)
+        statuses.append(("servo loop", Status(Level.OK, f"{self.backend} backend", loop)))
+        self.publish_diagnostics(statuses)
 
     def close(self) -> None:
         """Safe shutdown: the last command the motors get is to hold where they are. Torque
