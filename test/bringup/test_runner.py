@@ -1,17 +1,25 @@
-"""Running a graph without ros2 launch: one process per node, started and stopped like launch."""
+"""Running a graph without ros2 launch: in this process, or one process per node started and
+stopped like launch; both treat a failing callback the same way."""
+import threading
 import time
+from pathlib import Path
 
 import pytest
-from sensor_msgs.msg import JointState
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Int64, String
 
-from ros_probe import Probe, wait_for
-from twinvla_ros.bringup.graph import anubis_policy, sim_robot
-from twinvla_ros.ros.qos import COMMAND_QOS
+from ros_probe import Probe, diagnostic_status, wait_for
+from twinvla_ros.bringup.graph import NodeSpec, anubis_policy, sim_robot
 from twinvla_ros.bringup.runner import GraphRunner, ProcessGraphRunner
+from twinvla_ros.ros.qos import COMMAND_QOS, SENSOR_QOS
 
-pytestmark = [pytest.mark.ros, pytest.mark.sim]
+pytestmark = [pytest.mark.ros]
+
+FAULTY = NodeSpec("faulty_node", "", "faulty_node:FaultyNode")
 
 
+@pytest.mark.sim
 def test_process_runner_starts_the_graph_and_stops_it_with_sigint():
     specs = sim_robot(sim_node={"camera_rate": 5.0})
     with ProcessGraphRunner(specs) as graph, GraphRunner([]) as here:
@@ -32,28 +40,39 @@ def test_process_runner_starts_the_graph_and_stops_it_with_sigint():
 def test_graph_parameters_reach_the_nodes_and_files_override_defaults(tmp_path):
     override = tmp_path / "override.yaml"
     override.write_text("policy_node:\n  ros__parameters:\n    execution_mode: sync\n"
-                        "'/**':\n  ros__parameters:\n    reference_frame: eef_reference\n")
+                        "'/**':\n  ros__parameters:\n    stale_timeout: 0.4\n")
     specs = {s.name: s for s in anubis_policy(sim=True, config=override, arm_driver_node={"servo_rate": 50.0})}
     assert specs["policy_node"].parameters["execution_mode"] == "sync"        # from the file
     assert specs["policy_node"].parameters["control_rate"] == 20.0            # config default
     assert specs["arm_driver_node"].parameters["servo_rate"] == 50.0          # argument wins
+    assert specs["arm_driver_node"].parameters["stale_timeout"] == 0.4        # the wildcard entry
     assert specs["arm_driver_node"].parameters["backend"] == "sim"
     with pytest.raises(NotImplementedError, match="sim:=false"):
         anubis_policy(sim=False)
 
 
-def test_the_cli_runs_a_graph_in_process_for_a_while(capsys):
+@pytest.mark.sim
+def test_the_cli_runs_a_graph_in_process_and_messages_flow(capsys):
     from twinvla_ros.cli.main import main
 
-    started = time.monotonic()
-    assert main(["launch", "sim_robot", "--duration", "3", "--param", "sim_node.camera_rate=5.0"]) == 0
-    assert time.monotonic() - started >= 3.0
+    with GraphRunner([]) as here:
+        probe = Probe(here.context)
+        probe.record(JointState, "/joint_states", COMMAND_QOS)
+        probe.record(Image, "/cameras/ego/color/image_raw", SENSOR_QOS)
+        here.add_node(probe)
+        result = []
+        cli = threading.Thread(target=lambda: result.append(main(
+            ["launch", "sim_robot", "--duration", "6", "--param", "sim_node.camera_rate=5.0"])))
+        cli.start()
+        wait_for(lambda: len(probe.messages("/joint_states")) > 20
+                 and len(probe.messages("/cameras/ego/color/image_raw")) > 2, 30.0,
+                 "joint states and ego images from the CLI's graph")
+        cli.join(timeout=30.0)
+    assert result == [0]
     assert "sim_node, arm_driver_node running in this process" in capsys.readouterr().out
 
 
 def test_say_publishes_one_instruction_to_the_policy_topic():
-    from std_msgs.msg import String
-
     from twinvla_ros.cli.main import main
 
     with GraphRunner([]) as here:
@@ -64,3 +83,34 @@ def test_say_publishes_one_instruction_to_the_policy_topic():
         wait_for(lambda: probe.messages("/instruction"), 5.0, "the instruction")
         assert [m.data for m in probe.messages("/instruction")] == ["hand over the box"]
     assert main(["say", "   "]) == 2
+
+
+@pytest.mark.parametrize("layout", ["in_process", "processes"])
+def test_a_failing_callback_is_reported_and_the_node_keeps_running(layout, monkeypatch):
+    # The node process imports faulty_node from the test folder.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1] / "ros"))
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "ros"))
+    runner = GraphRunner([FAULTY]) if layout == "in_process" else ProcessGraphRunner([FAULTY])
+    with runner, GraphRunner([]) as here:
+        probe = Probe(here.context)
+        probe.record(Int64, "/faulty/alive", COMMAND_QOS)
+        probe.record(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        here.add_node(probe)
+        trigger = probe.create_publisher(String, "/faulty/trigger", COMMAND_QOS)
+        wait_for(lambda: probe.messages("/faulty/alive") and trigger.get_subscription_count(), 30.0,
+                 "the faulty node up")
+        healthy = wait_for(lambda: diagnostic_status(probe, "faulty_node: callbacks"), 5.0, "its diagnostics")
+        assert healthy.level == bytes([0])
+        for _ in range(3):
+            trigger.publish(String(data="boom"))
+        failing = wait_for(lambda: (s := diagnostic_status(probe, "faulty_node: callbacks")) and s.level == bytes([2])
+                           and s, 10.0, "ERROR on /diagnostics")
+        assert "boom on request" in failing.message
+        values = {kv.key: kv.value for kv in failing.values}
+        wait_for(lambda: int({kv.key: kv.value for kv in diagnostic_status(
+            probe, "faulty_node: callbacks").values}["failures"]) == 3, 5.0, "three failures counted")
+        assert "ValueError" in values["last_failure"]
+        after = time.monotonic()
+        wait_for(lambda: len(probe.messages("/faulty/alive", after)) >= 5, 5.0, "the node still ticking")
+        if layout == "processes":
+            assert not runner.failed()
