@@ -27,8 +27,8 @@ from common import machine_line
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
 
+from twinvla_ros.reporting import RateMeter
 from twinvla_ros.robot.description import load_description
 from twinvla_ros.bringup.graph import policy_only
 from twinvla_ros.robot.kinematics import ArmKinematics
@@ -85,16 +85,18 @@ def run(mode: str, seconds: float, injected_latency: float = 0.0, execution_hori
         feeder = Feeder(runner.context)
         runner.add_node(feeder)
         policy = runner.node("policy_node")
-        while not policy.gate.check(policy._ros_now()).ok:
+        runtime = policy.runtime
+        while not runtime.check_inputs(policy.ros_now()).ok:
             time.sleep(0.05)
-        policy._on_instruction(String(data="hand over the box"))
-        while policy.scheduler.stats.chunks_accepted == 0:
+        accepted, message = runtime.set_instruction("hand over the box")
+        assert accepted, message
+        while runtime.scheduler.stats.chunks_accepted == 0:
             time.sleep(0.05)
         # Measure from the first chunk on: start-up (loading, first inference) is not steady state.
-        stalls_before = policy.scheduler.stats.stall_ticks
-        policy.tick_meter = type(policy.tick_meter)(window=100000)
+        stalls_before = runtime.scheduler.stats.stall_ticks
+        runtime.tick_meter = RateMeter(window=100000)
         time.sleep(seconds)
-        policy.bench_stalls = policy.scheduler.stats.stall_ticks - stalls_before
+        policy.bench_stalls = runtime.scheduler.stats.stall_ticks - stalls_before
         return policy
 
 
@@ -107,9 +109,9 @@ def main(argv=None) -> int:
     latencies = []
     for mode in ("rtc", "async", "sync"):
         policy = run(mode, args.seconds)
-        latencies += list(policy.worker.latencies)
+        latencies += list(policy.runtime.worker.latencies)
         if mode == "rtc":
-            periods = policy.tick_meter.periods()
+            periods = policy.runtime.tick_meter.periods()
             print(f"tick_period_p50_ms={np.percentile(periods, 50) * 1e3:.2f}")
             print(f"tick_period_p99_ms={np.percentile(periods, 99) * 1e3:.2f}", flush=True)
         print(f"stall_ticks_{mode}={policy.bench_stalls}", flush=True)
@@ -117,8 +119,9 @@ def main(argv=None) -> int:
         # Execution horizon 5: the next chunk is requested early enough to overlap the current
         # one even at this CPU's ~0.5 s latency, so there is a plan to continue at the switch.
         policy = run(mode, args.seconds, injected_latency=0.15, execution_horizon=5)
-        print(f"boundary_jump_{mode}={policy.scheduler.stats.mean_boundary_jump:.4f}")
-        print(f"plan_change_{mode}={policy.scheduler.stats.mean_plan_change:.4f}", flush=True)
+        stats = policy.runtime.scheduler.stats
+        print(f"boundary_jump_{mode}={stats.mean_boundary_jump:.4f}")
+        print(f"plan_change_{mode}={stats.mean_plan_change:.4f}", flush=True)
     print(f"inference_p50_ms={np.percentile(latencies, 50) * 1e3:.1f}")
     return 0
 

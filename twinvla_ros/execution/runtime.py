@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from twinvla_ros.execution.instruction import MAX_INSTRUCTION_LENGTH, validate_instruction
-from twinvla_ros.execution.observation import ObservationGate, StreamLimit
+from twinvla_ros.execution.observation import GateStatus, ObservationGate, StreamLimit
 from twinvla_ros.execution.scheduler import ChunkScheduler, ExecutionMode, Guidance, SchedulerConfig
 from twinvla_ros.execution.worker import InferenceWorker, run_control_tick
 from twinvla_ros.reporting import EventLog, Level, RateMeter, Status
@@ -154,6 +154,10 @@ class PolicyRuntime:
     @property
     def hold_reason(self) -> str:
         return self._hold_reason
+
+    def check_inputs(self, ros_now: float) -> GateStatus:
+        """Whether the inputs would pass the gate at `ros_now` (what tick checks while running)."""
+        return self._gate.check(ros_now)
 
     # ---- inputs (subscription threads) ----------------------------------------------------------
 
