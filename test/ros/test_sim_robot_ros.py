@@ -163,7 +163,7 @@ def test_far_target_moves_without_a_step_above_the_limit(probe):
     far = far_pose()
     reach(probe, far, 15.0)
     commands = commanded(probe, "right", since)
-    assert len(commands) > 100
+    assert len(commands) > 50
     steps = np.abs(np.diff(commands[:, :6], axis=0))
     assert np.all(steps <= max_step + 1e-9), f"largest step {steps.max():.4f} rad > {max_step.max():.4f}"
     assert steps.max() > 0.5 * max_step.min()           # it did move, at speed
@@ -252,8 +252,10 @@ def test_estop_freezes_at_the_measured_pose_and_latches(probe):
     probe.estop.publish(Bool(data=False))
     wait_for(lambda: diagnostic_values(probe, SERVO, released).get("estop_pressed") == "False", 3.0,
              "the e-stop release")
+    still_latched = time.monotonic()
     stream_target(probe, far, 0.5)                      # still latched: ignored
-    assert diagnostic_values(probe, RIGHT, time.monotonic() - 0.4).get("estop") == "True"
+    values = wait_for(lambda: diagnostic_values(probe, RIGHT, still_latched), 3.0, "diagnostics after the release")
+    assert values["estop"] == "True"
     assert probe.call(Trigger, "/arm_driver_node/clear_estop", Trigger.Request()).success
     reach(probe, far, 15.0)
 
@@ -280,11 +282,21 @@ def test_blocked_arm_does_not_wind_up_and_moves_at_the_cap_after_release(probe):
     assert ratio.max() <= 1.25, f"a joint moved at {ratio.max():.2f} x the cap"
 
 
+def tool_down(x, y, z, yaw=np.pi / 2):
+    """A pose with the tool pointing straight down (fingers closing along y at yaw 0)."""
+    pose = np.eye(4)
+    rz = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+    pose[:3, :3] = rz @ np.array([[0, 1, 0], [1, 0, 0], [0, 0, -1]], dtype=float)
+    pose[:3, 3] = (x, y, z)
+    return pose
+
+
 def test_a_target_below_the_table_stops_at_the_table_margin(probe):
     floor = DESCRIPTION.arms["right"].workspace_min[2]
     assert floor > DESCRIPTION.table_top_z                        # the box's floor is above the table
-    below = eef_pose(probe)
-    below[2, 3] = DESCRIPTION.table_top_z - 0.10
+    assert KINEMATICS["right"].ik(tool_down(0.38, -0.2, floor)).reached
+    reach(probe, tool_down(0.38, -0.2, 0.10), 20.0)
+    below = tool_down(0.38, -0.2, DESCRIPTION.table_top_z - 0.10)
     clamped = counter(probe, RIGHT, "workspace_clamped")
     stream_until(lambda: send(probe, below), lambda: abs(eef_pose(probe)[2, 3] - floor) < 0.004, 15.0,
                  "the EEF at the workspace floor")
@@ -298,7 +310,7 @@ def test_live_parameters_take_effect_and_the_rest_are_refused(graph, probe):
     refused = set_parameter(probe, "arm_driver_node", "max_eef_speed", 5.0)      # above its range
     assert not refused.successful
     refused = set_parameter(probe, "arm_driver_node", "servo_rate", 50.0)        # read-only
-    assert not refused.successful and "at start" in refused.reason
+    assert not refused.successful and "read-only" in refused.reason
     assert set_parameter(probe, "arm_driver_node", "max_eef_speed", 1).successful   # int for a float
     try:
         assert set_parameter(probe, "arm_driver_node", "max_eef_speed", 0.05).successful

@@ -46,9 +46,15 @@ LIVE_LIMITS = (
     ("max_gripper_speed", "max_gripper_speed", "gripper speed cap, fraction of the stroke per second", 0.05, 10.0),
     ("stale_timeout", "stale_timeout", "seconds without a command before the arm holds", 0.05, 5.0),
     ("max_tracking_error", "max_tracking_error", "rad the joint command may lead the measured position "
-     "before the arm counts as blocked", 0.005, 0.5),
+     "(also bounded by max_tracking_lag x the joint's cap); beyond it the arm counts as blocked", 0.005, 0.5),
+    ("max_tracking_lag", "max_tracking_lag", "s of motion at the cap the joint command may lead the measured "
+     "position: ~1.1 x the servo's lag behind a ramp at the cap", 0.005, 0.5),
     ("max_eef_tracking_error", "max_eef_tracking_error", "m the EEF setpoint may lead the measured EEF "
-     "before the arm counts as blocked", 0.002, 0.3),
+     "while the joints are held back", 0.002, 0.3),
+    ("max_eef_tracking_rotation", "max_eef_tracking_rotation", "rad the EEF setpoint may lead the measured "
+     "EEF orientation while the joints are held back", 0.01, 1.0),
+    ("max_gripper_tracking_error", "max_gripper_tracking_error", "m of finger travel the gripper command may "
+     "lead the fingers: also the squeeze on a held object", 0.0002, 0.02),
     ("blocked_hold_time", "blocked_hold_time", "seconds an arm may stay blocked before it holds its measured pose",
      0.0, 10.0),
     ("max_target_future", "max_target_future", "seconds a target's stamp may lie in the future", 0.0, 1.0),
