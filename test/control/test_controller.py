@@ -6,22 +6,10 @@ from twinvla_ros.hardware.motors import BusReading
 from twinvla_ros.control.controller import ArmController, Mode
 from twinvla_ros.reporting import Level
 from twinvla_ros.control.safety import SafetyLimits
-from twinvla_ros.robot.description import load_description
-from twinvla_ros.robot.kinematics import ArmKinematics
 from twinvla_ros.robot.rotations import rotation_angle_between
 
 RATE = 100.0
 DT = 1.0 / RATE
-
-
-@pytest.fixture(scope="module")
-def description():
-    return load_description()
-
-
-@pytest.fixture(scope="module")
-def kinematics(description):
-    return ArmKinematics(description, "right")
 
 
 class Plant:

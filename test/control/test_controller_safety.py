@@ -10,20 +10,8 @@ from twinvla_ros.control.controller import REPORT_WINDOW, Mode
 from twinvla_ros.control.safety import SafetyLimits
 from twinvla_ros.hardware.motors import BusReading
 from twinvla_ros.reporting import Level
-from twinvla_ros.robot.description import load_description
-from twinvla_ros.robot.kinematics import ArmKinematics
 
 FAR = np.array([-0.6, 0.3, -0.3, 0.4, 0.3, -0.5])     # joint offset from home to a far, reachable pose
-
-
-@pytest.fixture(scope="module")
-def description():
-    return load_description()
-
-
-@pytest.fixture(scope="module")
-def kinematics(description):
-    return ArmKinematics(description, "right")
 
 
 @pytest.fixture
