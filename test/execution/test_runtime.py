@@ -404,7 +404,9 @@ def test_a_failing_inference_is_counted_and_reported_and_the_loop_goes_on(where)
         rig.payload = payload(grippers=(float("nan"), 0.0))
         expected = "ValueError: proprio must be 20 finite numbers"
     actions = rig.run(3 * HORIZON)
-    assert actions[-1] is None                      # the chunk ran out, no new one came
+    # The chunk ran out and no new one came: a stall, holding the last action it had.
+    assert runtime.last_tick_held and runtime.held_actions > 0
+    assert ids(actions[-1:]) == [(0, HORIZON - 1)]
     stats = runtime.scheduler.stats
     assert stats.failed_inferences >= 2 and stats.last_failure.startswith(expected)
     status = runtime.status()
@@ -531,7 +533,156 @@ def test_status_reports_the_node_values(rig):
     for key in ("state", "instruction", "mode", "published_actions", "stall_ticks", "chunks", "rejected_chunks",
                 "failed_inferences", "rejected_instructions", "input_holds", "estimated_delay_ticks",
                 "inference_p50_ms", "inference_p99_ms", "chunk_age_s", "mean_boundary_jump",
-                "input_skew_ms", "tick_rate_hz", "tick_period_p50_ms"):
+                "input_skew_ms", "tick_rate_hz", "tick_period_p50_ms", "latency_estimate_s",
+                "latency_margin_ticks", "trigger_steps_left", "steps_per_inference", "latency_capacity_s",
+                "inferences_in_flight", "repeated_instructions", "held_actions", "dropped_chunks",
+                "superseded_chunks"):
         assert key in values, key
     assert values["published_actions"] == str(HORIZON + 3) and values["mode"] == "async"
     assert values["tick_rate_hz"] == "20.0" and values["input_skew_ms"] == "0.0"
+    # The synchronous worker's chunk is used on the tick after its request: 1 tick, + 2 margin.
+    assert (values["estimated_delay_ticks"], values["trigger_steps_left"]) == ("1", "3")
+    assert values["latency_capacity_s"] == f"{(HORIZON - 1) * PERIOD:.3f}"
+
+
+# --- repeated instructions ----------------------------------------------------------------------
+
+
+def test_the_same_instruction_again_continues_the_task():
+    def actions(repeat_every):
+        rig = Rig(seed=0)
+        rig.runtime.set_instruction(TASK)
+        out = []
+        for k in range(6 * HORIZON):
+            if repeat_every and k % repeat_every == repeat_every - 1:
+                assert rig.runtime.set_instruction(f" {TASK}\n") == (True, f"continuing '{TASK}'")
+            out.append(rig.tick())
+        return rig, ids(out)
+
+    plain_rig, plain = actions(0)
+    rig, repeated = actions(3)                     # several times per chunk
+    assert repeated == plain                       # the same actions, tick for tick
+    runtime, stats = rig.runtime, rig.runtime.scheduler.stats
+    assert runtime.scheduler.generation == plain_rig.runtime.scheduler.generation == 1
+    assert runtime.repeated_instructions == 6 * HORIZON // 3 and runtime.rejected_instructions == 0
+    assert stats.dropped_results == 0 and stats.startup_ticks == 1 and stats.stall_ticks == 0
+    assert len(rig.policy.sampled) == len(plain_rig.policy.sampled)   # no inference restarted
+    values = runtime.status().values
+    assert values["repeated_instructions"] == str(6 * HORIZON // 3) and values["dropped_chunks"] == "0"
+    # A different text still replaces the task at once.
+    assert runtime.set_instruction("lift the box") == (True, "new task: 'lift the box'")
+    assert runtime.scheduler.generation == 2 and runtime.repeated_instructions == 6 * HORIZON // 3
+
+
+def test_the_same_instruction_while_paused_stays_paused(rig):
+    runtime = rig.runtime
+    runtime.set_instruction(TASK)
+    rig.run(4)
+    runtime.pause()
+    generation = runtime.scheduler.generation
+    assert runtime.set_instruction(TASK) == (True, f"'{TASK}' is paused: ~/start resumes it")
+    assert runtime.state == State.PAUSED and runtime.scheduler.generation == generation
+    assert rig.run(3) == [None] * 3 and runtime.repeated_instructions == 1
+    assert runtime.start()[0] and runtime.state == State.RUNNING
+    assert ids(rig.run(2))[-1][1] == 0
+
+
+def test_the_same_instruction_after_stop_starts_it_again(rig):
+    runtime = rig.runtime
+    runtime.set_instruction(TASK)
+    rig.run(4)
+    runtime.stop()
+    assert runtime.set_instruction(TASK) == (True, f"new task: '{TASK}'")
+    assert runtime.state == State.RUNNING and runtime.repeated_instructions == 0
+    assert ids(rig.run(2))[-1][1] == 0
+
+
+# --- latency and stalls -------------------------------------------------------------------------
+
+
+class DelayedWorker(SyncWorker):
+    """SyncWorker whose results are handed over `delay` ticks (drains) after the submit, any
+    number in flight at once (the latency overlaps, like the real worker's injected latency)."""
+
+    delay = 3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.drains = 0
+        self.due = []
+
+    def submit(self, request):
+        if not super().submit(request):
+            return False
+        self.due.append((self.drains + self.delay, self.results.pop()))
+        return True
+
+    def drain(self):
+        self.drains += 1
+        ready = [result for due, result in self.due if due <= self.drains]
+        self.due = [(due, result) for due, result in self.due if due > self.drains]
+        return ready
+
+
+def test_latency_beyond_the_chunk_holds_the_last_action_and_says_so_once():
+    rig = Rig(worker_factory=DelayedWorker, mode="rtc")
+    runtime = rig.runtime
+    runtime.worker.delay = 3                       # HORIZON 8: fits (at most 7 ticks)
+    runtime.set_instruction(TASK)
+    rig.run(40)
+    assert runtime.scheduler.stats.stall_ticks == 0 and runtime.held_actions == 0
+    assert runtime.status().level == Level.OK
+    runtime.events.drain()
+    runtime.worker.delay = 10                      # 10 ticks: more than the 8-step chunk covers
+    held, fresh, last = 0, 0, None
+    for _ in range(200):
+        action = rig.tick()
+        assert action is not None                  # never nothing: a new action or the last again
+        if runtime.last_tick_held:
+            held += 1
+            np.testing.assert_array_equal(action, last)
+        else:
+            fresh += 1
+        last = action
+    stats = runtime.scheduler.stats
+    assert held > 20 and fresh > 20
+    assert held == stats.stall_ticks == runtime.held_actions
+    assert runtime.published_actions == 40 - stats.startup_ticks + fresh  # new actions only
+    events = [(level, message) for level, message in runtime.events.drain()]
+    exceeding = [message for _, message in events if "exceeds" in message]
+    # Said as soon as a request in flight has waited longer than a chunk covers (8 ticks), once.
+    assert exceeding == [f"model latency {8 * PERIOD:.2f} s (8 ticks) exceeds the chunk's {7 * PERIOD:.2f} s "
+                         "(7 ticks): the arms hold the last action whenever a chunk runs out before the next arrives"]
+    assert [level for level, message in events if "exceeds" in message] == [Level.WARN]
+    status = runtime.status()
+    assert status.level == Level.WARN and status.message.startswith("model latency 0.50 s (10 ticks) exceeds")
+    assert status.values["stall_ticks"] == str(held) and status.values["held_actions"] == str(held)
+    runtime.worker.delay = 2                       # fast again: the episode ends, said once
+    rig.run(400)
+    assert [m for _, m in runtime.events.drain()] == [f"model latency {2 * PERIOD:.2f} s fits the chunk's "
+                                                      f"{7 * PERIOD:.2f} s again"]
+    assert runtime.status().level == Level.OK and not runtime.last_tick_held
+
+
+def test_the_start_of_a_task_and_an_input_hold_publish_nothing():
+    rig = Rig(worker_factory=DelayedWorker)
+    rig.runtime.set_instruction(TASK)
+    assert rig.run(3) == [None] * 3                # no action for this task yet: nothing to hold
+    assert rig.tick() is not None
+    rig.silent = {"left_eef"}
+    actions = rig.run(10)
+    assert actions[-1] is None and not rig.runtime.last_tick_held
+
+
+def test_the_latency_settings_are_live(rig):
+    runtime = rig.runtime
+    values = runtime.status().values
+    assert (values["latency_margin_ticks"], values["inferences_in_flight"]) == ("2", "0")
+    runtime.reconfigure(latency_margin_ticks=4, max_inferences_in_flight=1)
+    config = runtime.scheduler.config
+    assert (config.latency_margin, config.max_in_flight) == (4, 1)
+    assert runtime.scheduler.trigger_steps_left == runtime.scheduler.estimated_delay_steps + 4
+    with pytest.raises(ValueError, match="margin"):
+        runtime.reconfigure(latency_margin_ticks=-1)
+    with pytest.raises(ValueError, match="in flight"):
+        runtime.reconfigure(max_inferences_in_flight=-1)

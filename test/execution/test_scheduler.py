@@ -5,8 +5,10 @@ takes a fixed latency; the real threaded worker is tested with events for hand-s
 """
 from __future__ import annotations
 
+import heapq
 import math
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 from twinvla_ros.execution import (
     ChunkScheduler,
     ExecutionMode,
+    InferenceRequest,
     InferenceResult,
     InferenceWorker,
     SchedulerConfig,
@@ -34,45 +37,67 @@ class SimClock:
 
 
 class SimulatedWorker:
-    """InferenceWorker's submit/drain contract on simulated time: one inference at a time, each
-    taking ``latency`` seconds; a submit while busy waits in one slot (a newer one replaces it).
-    The chunk is computed at start time from the observation of the submit tick."""
+    """InferenceWorker's submit/drain/busy contract on simulated time.
 
-    def __init__(self, clock, infer, get_observation, latency):
+    The model computes one request at a time for ``compute`` seconds (default: the whole
+    latency, i.e. strictly one inference at a time); a submit while it computes waits in one
+    slot (a newer one replaces it). The result is handed over ``latency`` seconds after the
+    start (``latency`` may be a callable drawing one per request), so the part beyond
+    ``compute`` overlaps the next inferences, like the real worker's injected latency. The
+    chunk is computed at start time from the observation of the submit tick."""
+
+    def __init__(self, clock, infer, get_observation, latency, compute=None):
         self.clock = clock
         self.infer = infer
         self.get_observation = get_observation
-        self.latency = latency
+        self.latency = latency if callable(latency) else (lambda: latency)
+        self.compute = compute
         self.started = 0
-        self._running = None  # (request, chunk, finish_time)
+        self.max_in_flight = 0  # most results pending at once
+        self._computing_until = None
+        self._pending = []  # (due, order, request, chunk, latency)
         self._waiting = None  # (request, observation)
+
+    @property
+    def busy(self):
+        self._advance()
+        return self._computing_until is not None or self._waiting is not None
 
     def submit(self, request):
         observation = self.get_observation()
         if observation is None:
             return False
         self._waiting = (request, observation)
-        if self._running is None:
+        self._advance()
+        if self._computing_until is None:
             self._start_waiting(self.clock.now)
         return True
 
     def drain(self):
+        self._advance()
         results = []
         # 1e-9: a result due exactly at a tick time is handed over on that tick.
-        while self._running is not None and self._running[2] <= self.clock.now + 1e-9:
-            request, chunk, finish = self._running
-            results.append(InferenceResult(request, chunk, None, None, self.latency))
-            self._running = None
-            if self._waiting is not None:
-                self._start_waiting(finish)
+        while self._pending and self._pending[0][0] <= self.clock.now + 1e-9:
+            _, _, request, chunk, latency = heapq.heappop(self._pending)
+            results.append(InferenceResult(request, chunk, None, None, latency))
         return results
+
+    def _advance(self):
+        while self._computing_until is not None and self._computing_until <= self.clock.now + 1e-9:
+            finished, self._computing_until = self._computing_until, None
+            if self._waiting is not None:
+                self._start_waiting(finished)
 
     def _start_waiting(self, start_time):
         request, observation = self._waiting
         self._waiting = None
         self.started += 1
         chunk = self.infer(observation, request.guidance)
-        self._running = (request, chunk, start_time + self.latency)
+        latency = self.latency()
+        compute = latency if self.compute is None else min(self.compute, latency)
+        self._computing_until = start_time + compute
+        heapq.heappush(self._pending, (start_time + latency, self.started, request, chunk, latency))
+        self.max_in_flight = max(self.max_in_flight, len(self._pending))
 
 
 def reference_trajectory(steps):
@@ -92,13 +117,13 @@ def planner_infer(observation, guidance):
 class Simulation:
     """Scheduler + simulated worker driven tick by tick through run_control_tick."""
 
-    def __init__(self, mode, latency, infer=planner_infer, **config):
+    def __init__(self, mode, latency, infer=planner_infer, compute=None, **config):
         self.clock = SimClock()
         self.scheduler = ChunkScheduler(
             SchedulerConfig(mode=mode, horizon=HORIZON, action_dim=DIM, control_period=PERIOD,
                             **config)
         )
-        self.worker = SimulatedWorker(self.clock, infer, self.observation, latency)
+        self.worker = SimulatedWorker(self.clock, infer, self.observation, latency, compute)
         self.tick_index = 0
         self.actions = []  # per tick: (DIM,) or None
 
@@ -271,6 +296,237 @@ def test_plan_change_compares_the_new_chunk_with_the_old_one_on_the_same_tick():
     assert stats.last_boundary_jump == pytest.approx(6.0 * math.sqrt(DIM))   # from the executed 4
 
 
+# --- latency-aware scheduling ---------------------------------------------------------------------
+
+WARM_UP = 5.0  # seconds before steady state: the first chunks, the latency window filling
+STEADY = 30.0
+
+
+def steady_state(mode, latency, compute=PERIOD, **config):
+    """A simulation past its warm-up, and its stall ticks over STEADY seconds after it. The model
+    computes for one tick; the rest of the latency overlaps the next inferences (the worker's
+    injected latency, a remote server's transport)."""
+    sim = Simulation(mode, latency, compute=compute, **config).run(WARM_UP)
+    before = sim.scheduler.stats.stall_ticks
+    sim.run(STEADY)
+    return sim, sim.scheduler.stats.stall_ticks - before
+
+
+@pytest.mark.parametrize("mode", [ExecutionMode.ASYNC, ExecutionMode.RTC])
+@pytest.mark.parametrize("latency", [0.05, 0.3, 0.6, 0.9])
+def test_latency_up_to_what_a_chunk_covers_never_stalls(mode, latency):
+    sim, stalls = steady_state(mode, latency)
+    scheduler = sim.scheduler
+    assert stalls == 0 and scheduler.stats.stall_ticks == 0
+    assert scheduler.stats.startup_ticks == round(latency / PERIOD)
+    assert scheduler.estimated_delay_steps == round(latency / PERIOD)
+    assert not scheduler.over_capacity and scheduler.capacity_steps == HORIZON - 1
+    # Beyond half a chunk one inference at a time cannot keep up: the requests overlap.
+    if latency > HORIZON * PERIOD / 2:
+        assert sim.worker.max_in_flight >= 2
+    else:
+        assert sim.worker.max_in_flight == 1
+    executed = [a for a in sim.actions if a is not None]
+    np.testing.assert_allclose(executed, reference_trajectory(range(len(executed))), atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", [ExecutionMode.ASYNC, ExecutionMode.RTC])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_jittering_latency_never_stalls(mode, seed):
+    rng = np.random.default_rng(seed)
+    sim, stalls = steady_state(mode, lambda: rng.uniform(0.2, 0.8))
+    assert stalls == 0
+    stats = sim.scheduler.stats
+    # Pipelined requests with different latencies overtake each other: the late one is unused.
+    assert stats.superseded_chunks > 0
+    assert 12 <= sim.scheduler.estimated_delay_steps <= 16  # p95 of 4..16 ticks
+    executed = [a for a in sim.actions if a is not None]
+    np.testing.assert_allclose(executed, reference_trajectory(range(len(executed))), atol=1e-12)
+
+
+def test_one_inference_at_a_time_covers_only_half_a_chunk():
+    # The next chunk can only be requested once the previous one arrived, d ticks into it, and
+    # needs d more: d <= H / 2. Here the whole latency is the model's compute (no overlap).
+    for latency, stalls_expected in ((0.5, False), (0.6, True)):
+        sim, stalls = steady_state(ExecutionMode.RTC, latency, compute=None)
+        assert (stalls > 0) == stalls_expected, (latency, stalls)
+        assert sim.worker.max_in_flight == 1
+    serial = ChunkScheduler(SchedulerConfig(max_in_flight=1))
+    assert serial.capacity_steps == HORIZON // 2
+    sim, stalls = steady_state(ExecutionMode.RTC, 0.6, max_in_flight=1)  # a limit, though it could overlap
+    assert stalls > 0 and sim.scheduler.over_capacity and sim.worker.max_in_flight == 1
+
+
+@pytest.mark.parametrize("mode", [ExecutionMode.ASYNC, ExecutionMode.RTC])
+def test_latency_beyond_the_chunk_stalls_for_the_excess_only(mode):
+    latency = 1.2  # 24 ticks; a chunk covers 19
+    sim, stalls = steady_state(mode, latency)
+    scheduler = sim.scheduler
+    assert scheduler.over_capacity and scheduler.estimated_delay_steps == 24
+    assert stalls > 0 and scheduler.stats.stall_ticks >= stalls
+    # The arms wait at most the latency's excess over the chunk (24 - 20 + 1 ticks) at a time,
+    # and then execute as much as a chunk can give.
+    steady = runs(sim.actions[round(WARM_UP / PERIOD):])[1:-1]
+    assert max(length for executed, length in steady if not executed) <= 24 - HORIZON + 1
+    assert sum(length for executed, length in steady if executed) > 0.7 * sum(l for _, l in steady)
+    assert scheduler.last_action is not None  # what the runtime holds on those ticks
+
+
+def test_the_next_inference_starts_when_the_actions_left_cover_the_latency():
+    config = SchedulerConfig(mode="async", execution_horizon=10, latency_margin=2, initial_latency=0.0)
+    scheduler = ChunkScheduler(config)
+    now = 0.0
+
+    def tick():
+        nonlocal now
+        scheduler.tick(now)
+        now += PERIOD
+
+    first = scheduler.poll_request(now)
+    for _ in range(12):
+        tick()
+    assert scheduler.deliver(first, chunk_of(0), now)  # 12 ticks: d = 12
+    assert scheduler.estimated_delay_steps == 12 and scheduler.trigger_steps_left == 14
+    assert scheduler.steps_per_inference == 6           # before the execution horizon's 10
+    requests = []
+    for step in range(HORIZON):
+        request = scheduler.poll_request(now)
+        if request is not None:
+            requests.append((step, request))
+        tick()
+    # A request whenever the newest plan (the chunk, then the newest request) has 14 actions
+    # left: 6 steps apart; they overlap, each taking 12 ticks (pipelined).
+    assert [step for step, _ in requests] == [6, 12, 18]
+    assert scheduler.in_flight == 3
+    assert all(r.delay_steps == 12 for _, r in requests)
+
+
+def test_execution_horizon_is_the_most_steps_before_replanning():
+    scheduler = ChunkScheduler(SchedulerConfig(mode="async", execution_horizon=4, latency_margin=2))
+    first = scheduler.poll_request(0.0)
+    scheduler.tick(0.0)
+    scheduler.deliver(first, chunk_of(-1), PERIOD)  # d = 1: the latency alone would wait 17 steps
+    steps, executed = [], []
+    for step in range(12):
+        now = PERIOD * (step + 1)
+        request = scheduler.poll_request(now)
+        if request is not None:
+            steps.append(step)
+            scheduler.deliver(request, chunk_of(step), now)
+        executed.append(scheduler.tick(now)[0])
+    assert steps == [4, 8]
+    assert executed == [-1.0] * 4 + [4.0] * 4 + [8.0] * 4
+
+
+def test_replanning_for_reactivity_waits_for_the_request_in_flight():
+    # Execution horizon 2, latency 5 ticks (which 20 steps cover one at a time): re-planning
+    # every 2 steps would need overlapping requests; it waits for each chunk instead.
+    sim = Simulation(ExecutionMode.RTC, 5 * PERIOD, compute=PERIOD, execution_horizon=2).run(20.0)
+    assert sim.worker.max_in_flight == 1 and sim.scheduler.stats.stall_ticks == 0
+    assert sim.scheduler.steps_per_inference == 5
+    assert sim.worker.started == pytest.approx(20.0 / (5 * PERIOD), abs=2)
+
+
+def test_delay_estimate_is_a_high_percentile_of_the_recent_requests():
+    config = SchedulerConfig(mode="async", latency_window=20, latency_percentile=95, execution_horizon=1)
+    scheduler = ChunkScheduler(config)
+    first = scheduler.poll_request(0.0)
+    scheduler.tick(0.0)
+    scheduler.deliver(first, chunk_of(0), PERIOD)  # 1 tick
+    # Then one request per tick, answered 3 ticks later, but two of them 9 ticks later.
+    delays = {k: 9 if k in (5, 6) else 3 for k in range(1, 21)}
+    due: dict[int, list] = {}
+    for k in range(1, 40):
+        for request, made in due.pop(k, []):
+            scheduler.deliver(request, chunk_of(made), k * PERIOD)
+        slow_in_flight = [made for made in (5, 6) if made + delays[made] > k and made < k]
+        if slow_in_flight:
+            # Not measured yet, but at least as slow as it is old: the fast ones answered since
+            # do not lower the estimate.
+            assert scheduler.estimated_delay_steps >= k - min(slow_in_flight)
+        request = scheduler.poll_request(k * PERIOD) if k in delays else None
+        if request is not None:
+            due.setdefault(k + delays[k], []).append((request, k))
+        scheduler.tick(k * PERIOD)
+    assert not due and scheduler.in_flight == 0
+    # p95 of the last 20 (nearest rank: the 19th smallest) of 18 x 3 and 2 x 9 ticks.
+    assert scheduler.estimated_delay_steps == 9
+    assert scheduler.latency_estimate == pytest.approx(9 * PERIOD)
+    assert scheduler.trigger_steps_left == 9 + config.latency_margin
+
+
+def test_an_unanswered_request_raises_the_estimate_with_its_age_and_is_hedged():
+    scheduler = ChunkScheduler(SchedulerConfig(mode="async", execution_horizon=HORIZON, latency_margin=2))
+    now = 0.0
+    first = scheduler.poll_request(now)
+    scheduler.tick(now)
+    now += PERIOD
+    scheduler.deliver(first, chunk_of(0), now)     # d = 1
+    requests, estimates = [], []
+    for step in range(40):
+        request = scheduler.poll_request(now)
+        if request is not None:
+            requests.append(step)                  # never answered: the model hangs or slowed
+        scheduler.tick(now)
+        estimates.append(scheduler.estimated_delay_steps)
+        now += PERIOD
+    # 3 actions left (1 + 2 margin) at step 17; then the estimate grows with that request's
+    # age, and once the 17 actions left at the stall no longer cover it, it is asked again.
+    assert requests[0] == 17 and estimates[16] == 1
+    assert estimates[17:32] == list(range(1, 16))
+    assert requests == [17, 32] and scheduler.in_flight == 2
+
+
+def test_a_chunk_overtaken_by_a_newer_one_is_not_executed():
+    # A margin so large that the latency trigger fires every other step: overlapping requests.
+    config = SchedulerConfig(mode="async", execution_horizon=2, min_execution_horizon=2, latency_margin=HORIZON)
+    scheduler = ChunkScheduler(config)
+    first = scheduler.poll_request(0.0)
+    scheduler.tick(0.0)
+    scheduler.deliver(first, chunk_of(0), PERIOD)
+    older = newer = None
+    for k in range(1, 6):
+        request = scheduler.poll_request(k * PERIOD)
+        if request is not None:
+            older, newer = (request, None) if older is None else (older, request)
+        scheduler.tick(k * PERIOD)
+    assert older is not None and newer is not None and older.id < newer.id
+    assert scheduler.deliver(newer, chunk_of(2), 6 * PERIOD)
+    assert not scheduler.deliver(older, chunk_of(1), 6 * PERIOD)
+    assert scheduler.stats.superseded_chunks == 1 and scheduler.stats.rejected_chunks == 0
+    assert scheduler.tick(6 * PERIOD)[0] == 2.0
+
+
+def test_rtc_guidance_freezes_the_estimated_delay_capped_at_the_chunk():
+    made = []
+
+    def factory(**fields):
+        made.append(fields)
+        return fields
+
+    for latency, delay in ((0.6, 12), (1.2, HORIZON - 1)):
+        made.clear()
+        sim = Simulation(ExecutionMode.RTC, latency, compute=PERIOD)
+        sim.scheduler = ChunkScheduler(sim.scheduler.config, guidance_factory=factory)
+        requests = []
+        poll = sim.scheduler.poll_request
+
+        def recording_poll(now, ready=True):
+            request = poll(now, ready)
+            if request is not None:
+                requests.append((request, sim.scheduler.estimated_delay_steps, sim.scheduler._index))
+            return request
+
+        sim.scheduler.poll_request = recording_poll
+        sim.run(10.0)
+        guided = [(r, d, i) for r, d, i in requests if r.guidance is not None]
+        assert len(guided) > 10
+        for request, estimate, index in guided[5:]:
+            assert request.delay_steps == min(estimate, HORIZON - 1) == delay
+            np.testing.assert_array_equal(request.guidance["weights"],
+                                          rtc_prefix_weights(HORIZON, delay, index))
+
+
 # --- requests, guidance and results --------------------------------------------------------------
 
 
@@ -314,7 +570,8 @@ def test_rtc_request_carries_the_rest_of_the_current_chunk_as_guidance():
 
 def test_delay_is_counted_in_ticks_so_timer_jitter_does_not_inflate_it():
     scheduler = ChunkScheduler(SchedulerConfig(mode="async", initial_latency=0.5))
-    assert scheduler.estimated_delay_steps == 10  # the initial guess
+    # The initial guess: 10 ticks of latency, used on the tick after it finished.
+    assert scheduler.estimated_delay_steps == 11
     request = scheduler.poll_request(0.0)
     for now in (0.0, 0.052, 0.101):  # a late timer
         scheduler.tick(now)
@@ -405,7 +662,7 @@ def test_boundary_jump_and_chunk_age_are_measured():
     assert list(stats.latencies) == pytest.approx([0.1] * 3)
 
 
-def test_one_request_in_flight_at_a_time():
+def test_no_second_request_before_a_step_was_executed():
     scheduler = ChunkScheduler(SchedulerConfig(mode="async"))
     assert scheduler.poll_request(0.0) is not None
     assert scheduler.poll_request(0.05) is None
@@ -422,6 +679,9 @@ def test_config_is_validated():
         SchedulerConfig(min_execution_horizon=0)
     with pytest.raises(ValueError):
         SchedulerConfig(control_period=0.0)
+    for bad in ({"latency_margin": -1}, {"max_in_flight": -1}, {"latency_percentile": 0.0}):
+        with pytest.raises(ValueError):
+            SchedulerConfig(**bad)
 
 
 # --- the threaded worker -------------------------------------------------------------------------
@@ -570,3 +830,45 @@ def test_stop_does_not_wait_for_the_injected_latency(make_worker):
     worker.submit(ChunkScheduler().poll_request(0.0))
     assert started.wait(timeout=5.0)
     assert worker.stop(timeout=5.0)
+
+
+def wait_until(condition, what, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen"
+        time.sleep(0.001)
+
+
+def test_injected_latency_overlaps_the_next_inference(make_worker):
+    clock = [0.0]
+    worker = make_worker(lambda obs, g: chunk_of(obs), get_observation=lambda: clock[0],
+                         injected_latency=1.0, clock=lambda: clock[0])
+    first, second = (InferenceRequest(n, 0, 0.0, 1, None) for n in (1, 2))
+    assert worker.submit(first)
+    wait_until(lambda: not worker.busy, "the first inference")
+    assert worker.drain() == []                    # computed, but its latency is still running
+    clock[0] = 0.5
+    assert not worker.busy and worker.submit(second)  # the model is free meanwhile
+    wait_until(lambda: not worker.busy, "the second inference")
+    clock[0] = 1.0
+    assert [r.request.id for r in worker.drain()] == [1]
+    assert not worker.wait_idle(timeout=0.01)      # the second is not due yet
+    clock[0] = 1.5
+    assert worker.wait_idle(timeout=5.0)
+    (result,) = worker.drain()
+    assert result.request.id == 2 and result.chunk[0, 0] == 0.5 and result.latency == 1.0
+    assert list(worker.latencies) == [1.0, 1.0]
+
+
+def test_no_request_queues_behind_a_busy_worker_unless_none_is_awaited():
+    scheduler = ChunkScheduler(SchedulerConfig(mode="async", execution_horizon=1, latency_margin=HORIZON))
+    first = scheduler.poll_request(0.0, ready=False)   # nothing awaited: it may wait in the slot
+    assert first is not None
+    scheduler.tick(0.0)
+    scheduler.deliver(first, chunk_of(0), PERIOD)
+    scheduler.tick(PERIOD)
+    second = scheduler.poll_request(2 * PERIOD)
+    assert second is not None
+    scheduler.tick(2 * PERIOD)
+    assert scheduler.poll_request(3 * PERIOD, ready=False) is None    # the worker computes `second`
+    assert scheduler.poll_request(3 * PERIOD, ready=True) is not None  # free: pipelined

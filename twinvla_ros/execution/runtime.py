@@ -7,7 +7,19 @@ messages and calls it; everything that decides what the arms do lives here, on e
     idle --instruction--> running <--start-- paused
       ^                     |  \\--pause-------^
       \\-------stop---------/
-    (stop from any state; start needs an instruction; a new valid instruction always runs)
+    (stop from any state; start needs an instruction and restarts the task with a fresh chunk)
+
+Instructions: a different valid text replaces the task at once and runs it (from any state). The
+text of the task in hand again (a publisher repeating it, `ros2 topic pub` without --once) is
+counted in `repeated_instructions` and changes nothing: running, the task continues (no reset,
+no chunk dropped); paused, it stays paused (a pause is an operator's decision, and a repeating
+publisher would otherwise undo it within a second: ~/start resumes). After stop the task is
+forgotten, so the same text starts it again.
+
+Stalls: when no chunk covers a tick (the model slower than a chunk can cover, a failed
+inference), `tick` returns the last action again (`last_tick_held` is True, counted in
+`held_actions` and in the scheduler's stall ticks), so the arm driver keeps a fresh target and
+the arm stays put. Input holds (a stale stream) and the start of a task return None.
 
 Threads: input callbacks (``stream_arrived``, ``inputs_matched``, ``set_instruction``, the
 services) come from the node's executor, ``tick`` from the node's control thread, and the model
@@ -60,7 +72,9 @@ class RuntimeSettings:
 
     mode: ExecutionMode | str = ExecutionMode.RTC
     control_period: float = 0.05          # seconds per control tick
-    execution_horizon: int = 10           # async/rtc; clipped to the policy's horizon
+    execution_horizon: int = 10           # async/rtc: most steps before re-planning; clipped to the horizon
+    latency_margin_ticks: int = 2         # async/rtc: slack on top of the latency estimate
+    max_inferences_in_flight: int = 0     # async/rtc: pipelined requests at once; 0: no limit
     max_guidance_weight: float = 5.0      # rtc beta
     injected_latency: float = 0.0         # seconds added to every inference
     max_image_age: float = 0.5            # seconds; also the limit of the matched set
@@ -76,6 +90,10 @@ class RuntimeSettings:
             raise ValueError(f"execution horizon must be >= 1, got {self.execution_horizon}")
         if not self.max_guidance_weight > 0:
             raise ValueError(f"rtc max guidance weight must be > 0, got {self.max_guidance_weight}")
+        if self.latency_margin_ticks < 0:
+            raise ValueError(f"latency margin must be >= 0 ticks, got {self.latency_margin_ticks}")
+        if self.max_inferences_in_flight < 0:
+            raise ValueError(f"inferences in flight must be >= 0 (0: no limit), got {self.max_inferences_in_flight}")
         if not self.injected_latency >= 0:
             raise ValueError(f"injected latency must be >= 0, got {self.injected_latency}")
         if not (self.max_image_age > 0 and self.max_state_age > 0):
@@ -85,7 +103,7 @@ class RuntimeSettings:
 
 
 LIVE_SETTINGS = ("mode", "execution_horizon", "max_guidance_weight", "injected_latency",
-                 "max_image_age", "max_state_age")
+                 "max_image_age", "max_state_age", "latency_margin_ticks", "max_inferences_in_flight")
 
 Decoded = tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray], Mapping[str, float]]
 
@@ -130,7 +148,11 @@ class PolicyRuntime:
         self._latest_stamps: tuple[float, ...] = ()
         self._hold_reason = ""
         self.rejected_instructions = 0
-        self.published_actions = 0
+        self.repeated_instructions = 0          # the task in hand sent again: nothing changed
+        self.published_actions = 0              # new actions
+        self.held_actions = 0                   # stall ticks that returned the last action again
+        self.last_tick_held = False             # the latest tick returned the last action again
+        self._over_capacity = False             # latency beyond what a chunk covers (reported once)
         self.holds = 0                          # times a stale or missing input held the arms
         self._inference_problem = ""            # the latest inference outcome, if it was a failure
         self.tick_failures = 0
@@ -174,7 +196,8 @@ class PolicyRuntime:
 
     def set_instruction(self, text: Any) -> tuple[bool, str]:
         """A new task: it replaces the current one at once (its chunk and any inference in
-        flight are dropped) and runs. An invalid instruction changes nothing."""
+        flight are dropped) and runs. The task in hand again changes nothing (see the module
+        doc); an invalid instruction changes nothing either."""
         try:
             text = validate_instruction(text, self.settings.max_instruction_length)
         except ValueError as error:
@@ -182,6 +205,11 @@ class PolicyRuntime:
                 self.rejected_instructions += 1
             return False, f"rejected instruction: {error}"
         with self._lock:
+            if self._instruction and text == self._instruction:
+                self.repeated_instructions += 1
+                if self._state == State.PAUSED:
+                    return True, f"'{text}' is paused: ~/start resumes it"
+                return True, f"continuing '{text}'"
             self._instruction = text
             self._state = State.RUNNING
             self.scheduler.reset()
@@ -250,9 +278,11 @@ class PolicyRuntime:
     def tick(self, now: float, ros_now: float) -> np.ndarray | None:
         """One control-loop iteration at `now` (monotonic seconds; the scheduler's clock) and
         `ros_now` (ROS seconds; the clock of the input stamps). Returns the action (20,) to
-        publish, or None: publish nothing new, the arms hold. Raises what the tick itself
-        raised, after recording it for status()."""
+        publish: a new one, or on a stall tick the last one again (then `last_tick_held` is
+        True); or None: publish nothing (not running, inputs stale, no action yet for this
+        task). Raises what the tick itself raised, after recording it for status()."""
         self._tick_time = now
+        self.last_tick_held = False
         self.tick_meter.tick(now)
         try:
             return self._tick(now, ros_now)
@@ -282,6 +312,7 @@ class PolicyRuntime:
                 self._hold_reason = ""
             stats = self.scheduler.stats
             failed, rejected, accepted = stats.failed_inferences, stats.rejected_chunks, stats.chunks_accepted
+            stalls = stats.stall_ticks
             action = run_control_tick(self.scheduler, self.worker, now)
             if stats.failed_inferences > failed:
                 self._inference_problem = f"inference failing: {stats.last_failure}"
@@ -291,9 +322,37 @@ class PolicyRuntime:
                 self.events.add("chunk", f"chunk rejected: {stats.last_rejection}", Level.WARN)
             elif stats.chunks_accepted > accepted:
                 self._inference_problem = ""
+            self._check_capacity()
             if action is not None:
                 self.published_actions += 1
-            return action
+                return action
+            if stats.stall_ticks > stalls:
+                held = self.scheduler.last_action
+                if held is not None:
+                    self.held_actions += 1
+                    self.last_tick_held = True
+                    return held
+            return None
+
+    def _check_capacity(self) -> None:
+        """One event when the latency estimate starts to exceed what a chunk covers, one when it
+        fits again (an episode, however many chunks it lasts)."""
+        over = self.scheduler.over_capacity
+        if over and not self._over_capacity:
+            self.events.add("latency", self._capacity_message() + ": the arms hold the last action "
+                            "whenever a chunk runs out before the next arrives", Level.WARN)
+        elif self._over_capacity and not over:
+            self.events.add("latency fits", f"model latency {self.scheduler.latency_estimate:.2f} s fits the "
+                            f"chunk's {self._capacity_seconds():.2f} s again", Level.OK)
+        self._over_capacity = over
+
+    def _capacity_seconds(self) -> float:
+        return self.scheduler.capacity_steps * self.scheduler.config.control_period
+
+    def _capacity_message(self) -> str:
+        scheduler = self.scheduler
+        return (f"model latency {scheduler.latency_estimate:.2f} s ({scheduler.estimated_delay_steps} ticks) "
+                f"exceeds the chunk's {self._capacity_seconds():.2f} s ({scheduler.capacity_steps} ticks)")
 
     # ---- inference (snapshot: control thread; infer: worker thread) ----------------------------
 
@@ -350,9 +409,15 @@ class PolicyRuntime:
                       "rejected_chunks": str(stats.rejected_chunks),
                       "failed_inferences": str(stats.failed_inferences),
                       "rejected_instructions": str(self.rejected_instructions),
+                      "repeated_instructions": str(self.repeated_instructions),
+                      "held_actions": str(self.held_actions),
+                      "dropped_chunks": str(stats.dropped_results),
+                      "superseded_chunks": str(stats.superseded_chunks),
                       "input_holds": str(self.holds),
-                      "estimated_delay_ticks": str(self.scheduler.estimated_delay_steps),
                       "control_tick_failures": str(self.tick_failures)}
+            values.update(self._schedule_values())
+            over_capacity = self._over_capacity and state == State.RUNNING
+            capacity_message = self._capacity_message()
             chunk_age, boundary, plan = stats.chunk_age, stats.mean_boundary_jump, stats.mean_plan_change
             last_failure, problem = stats.last_failure, self._inference_problem
             tick_failure, failure_time = self.last_tick_failure, self._last_tick_failure_time
@@ -386,6 +451,8 @@ class PolicyRuntime:
             return Status(Level.WARN, f"holding: {hold_reason}", values)
         if running and problem:
             return Status(Level.WARN, problem, values)
+        if over_capacity:
+            return Status(Level.WARN, capacity_message, values)
         return Status(Level.OK, state.value, values)
 
     def close(self, timeout: float = 10.0) -> bool:
@@ -394,11 +461,24 @@ class PolicyRuntime:
 
     # ---- helpers -------------------------------------------------------------------------------
 
+    def _schedule_values(self) -> dict[str, str]:
+        """The scheduler's latency model and trigger point (under the lock)."""
+        scheduler = self.scheduler
+        return {"latency_estimate_s": f"{scheduler.latency_estimate:.3f}",
+                "estimated_delay_ticks": str(scheduler.estimated_delay_steps),
+                "latency_margin_ticks": str(scheduler.config.latency_margin),
+                "trigger_steps_left": str(scheduler.trigger_steps_left),
+                "steps_per_inference": str(scheduler.steps_per_inference),
+                "latency_capacity_s": f"{self._capacity_seconds():.3f}",
+                "inferences_in_flight": str(scheduler.in_flight)}
+
     def _scheduler_config(self, settings: RuntimeSettings) -> SchedulerConfig:
         horizon = int(self.policy.horizon)
         return SchedulerConfig(mode=settings.mode, horizon=horizon, action_dim=int(self.policy.action_dim),
                                control_period=settings.control_period,
                                execution_horizon=min(settings.execution_horizon, horizon),
+                               latency_margin=settings.latency_margin_ticks,
+                               max_in_flight=settings.max_inferences_in_flight,
                                max_guidance_weight=settings.max_guidance_weight)
 
     @staticmethod

@@ -8,9 +8,17 @@ The user supplies two callables:
         fresh observation": nothing starts and the scheduler asks again on the next tick.
 
 ``guidance`` is whatever the scheduler's guidance factory built (None outside RTC).
+
+The model runs serially on one thread (``busy`` while it computes or a request waits for it).
+``injected_latency`` is added after that as a delay line: a result is handed over that long
+after its inference finished, while the next inference may already run. It stands for latency
+that is not the model's own compute (a remote server's transport and queueing), which is what
+the scheduler can hide by pipelining requests; the model's compute it cannot.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -39,8 +47,9 @@ class InferenceWorker:
     """Runs ``infer`` on one background thread, one request at a time.
 
     A request submitted while another runs waits in a single slot; a newer submit replaces it
-    (after a reset only the newest task matters). Results are collected until the control loop
-    calls drain().
+    (after a reset only the newest task matters; the scheduler submits while ``busy`` only when
+    it awaits nothing else). Results are collected until the control loop calls drain(); with
+    ``injected_latency`` each becomes due that long after its inference ended.
     """
 
     def __init__(
@@ -62,13 +71,15 @@ class InferenceWorker:
         self._condition = threading.Condition()
         self._waiting: tuple[InferenceRequest, Any] | None = None
         self._running = False
-        self._results: list[InferenceResult] = []
+        self._results: list[tuple[float, int, InferenceResult]] = []  # heap: (due, order, result)
+        self._order = itertools.count()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="twinvla-inference", daemon=True)
         self._thread.start()
 
     @property
     def busy(self) -> bool:
+        """The model is computing or a request waits for it: a submit now would queue."""
         with self._condition:
             return self._running or self._waiting is not None
 
@@ -86,17 +97,32 @@ class InferenceWorker:
         return True
 
     def drain(self) -> list[InferenceResult]:
-        """Results finished since the last call, oldest first. Never blocks on inference."""
+        """Results due since the last call, in the order they became due. Never blocks."""
+        now = self._clock()
+        results = []
         with self._condition:
-            results, self._results = self._results, []
+            while self._results and self._results[0][0] <= now:
+                results.append(heapq.heappop(self._results)[2])
         return results
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until nothing runs or waits (tests, shutdown). True if idle."""
+        """Block until nothing runs or waits and every result is due (tests, shutdown). True
+        if idle."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
-            return self._condition.wait_for(
-                lambda: not self._running and self._waiting is None, timeout
-            )
+            while True:
+                computing = self._running or self._waiting is not None
+                due = max((entry[0] for entry in self._results), default=None)
+                pending = 0.0 if due is None else due - self._clock()
+                if not computing and pending <= 0:
+                    return True
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                wait = pending if not computing else None
+                if left is not None:
+                    wait = left if wait is None else min(wait, left)
+                self._condition.wait(wait)
 
     def stop(self, timeout: float | None = 10.0) -> bool:
         """Drop a waiting request, let a running inference finish, join the thread.
@@ -126,12 +152,12 @@ class InferenceWorker:
                 error = f"{type(exc).__name__}: {exc}"
                 trace = traceback.format_exc()
                 _log.warning("inference for request %d failed: %s", request.id, error)
-            if self.injected_latency > 0:
-                self._stopping.wait(self.injected_latency)  # stop() does not wait for it
-            latency = self._clock() - start
+            finished = self._clock()
+            due = finished + max(0.0, float(self.injected_latency))
+            result = InferenceResult(request, chunk, error, trace, due - start)
             with self._condition:
-                self._results.append(InferenceResult(request, chunk, error, trace, latency))
-                self.latencies.append(latency)
+                heapq.heappush(self._results, (due, next(self._order), result))
+                self.latencies.append(due - start)
                 self._running = False
                 self._condition.notify_all()
 
@@ -140,13 +166,14 @@ def run_control_tick(
     scheduler: ChunkScheduler, worker: InferenceWorker, now: float
 ) -> np.ndarray | None:
     """One control-loop iteration in the order the scheduler expects. Returns the action (D,)
-    to publish, or None: publish nothing new, the arms hold."""
+    to publish, or None: nothing new (see ChunkScheduler.tick). A worker without ``busy`` is
+    taken to be always ready."""
     for result in worker.drain():
         if result.error is None:
             scheduler.deliver(result.request, result.chunk, now)
         else:
             scheduler.fail(result.request, result.error)
-    request = scheduler.poll_request(now)
+    request = scheduler.poll_request(now, ready=not getattr(worker, "busy", False))
     if request is not None and not worker.submit(request):
         scheduler.cancel(request)
     return scheduler.tick(now)

@@ -11,12 +11,19 @@ All decisions live in twinvla_ros.execution.PolicyRuntime; this node loads the m
 messages and runs the control loop on its own thread at `control_rate`, while inference runs on
 a background worker. Execution modes: `sync` (the reference: execute the chunk, then infer while
 the arms wait), `async` (infer the next chunk while executing), `rtc` (async plus real-time
-chunking: the new chunk is guided to continue the one being executed). A missing or stale input
-stream holds the arms (nothing new is published) until data returns.
+chunking: the new chunk is guided to continue the one being executed). In async/rtc the next
+inference starts when the newest plan's remaining actions just cover the measured latency (p95 of
+recent requests, plus `latency_margin_ticks`), or after `execution_horizon` steps, whichever is
+first; several inferences may be in flight, so a chunk covers up to (horizon - 1) ticks of
+latency beyond the model's own compute. A missing or stale input stream holds the arms (nothing
+new is published) until data returns; a stall (no chunk covers the tick: the model slower than a
+chunk, a failed inference) re-publishes the last action, so the arm driver's target stays fresh
+and the arm stays put. The text of the task in hand re-sent on /instruction continues it (paused:
+stays paused); a different text replaces it.
 
 Live parameters (`ros2 param set`): cfg_scale, execution_mode, execution_horizon,
-rtc_max_guidance_weight, injected_latency, max_image_age, max_state_age. The rest is read at
-start.
+rtc_max_guidance_weight, injected_latency, max_image_age, max_state_age, latency_margin_ticks,
+max_inferences_in_flight. The rest is read at start.
 
 Process-wide settings are made by `configure_process()` before the node is built (main() and
 the in-process runner call it): a 1 ms interpreter switch interval, so the control thread gets
@@ -55,7 +62,9 @@ CPU_THREADS_ENV = "TWINVLA_CPU_THREADS"
 # Live parameter -> RuntimeSettings field.
 LIVE_SETTINGS = {"execution_mode": "mode", "execution_horizon": "execution_horizon",
                  "rtc_max_guidance_weight": "max_guidance_weight", "injected_latency": "injected_latency",
-                 "max_image_age": "max_image_age", "max_state_age": "max_state_age"}
+                 "max_image_age": "max_image_age", "max_state_age": "max_state_age",
+                 "latency_margin_ticks": "latency_margin_ticks",
+                 "max_inferences_in_flight": "max_inferences_in_flight"}
 
 
 def cpu_threads_from_environment() -> int:
@@ -113,8 +122,14 @@ class PolicyNode(TwinvlaNode):
                                low=1.0, high=200.0)
         mode = declare("execution_mode", "rtc", "chunk execution; a change drops the chunk in hand",
                        choices=tuple(m.value for m in ExecutionMode), live=True)
-        execution_horizon = declare("execution_horizon", 10, "async/rtc: steps executed before the next inference "
-                                    "starts (at most the model's horizon)", low=1, high=1000, live=True)
+        execution_horizon = declare("execution_horizon", 10, "async/rtc: most steps executed from a plan before "
+                                    "the next inference starts (at most the model's horizon); it starts earlier "
+                                    "when the latency needs it", low=1, high=1000, live=True)
+        latency_margin = declare("latency_margin_ticks", 2, "async/rtc: control ticks of slack on top of the "
+                                 "latency estimate when deciding when to infer", low=0, high=100, live=True)
+        max_in_flight = declare("max_inferences_in_flight", 0, "async/rtc: inferences in flight at once "
+                                "(pipelined; 1: one at a time, covers at most half a chunk of latency); 0: no "
+                                "limit but the model's compute", low=0, high=1000, live=True)
         max_guidance = declare("rtc_max_guidance_weight", 5.0, "rtc: guidance weight clip (beta)",
                                low=0.1, high=100.0, live=True)
         injected_latency = declare("injected_latency", 0.0, "seconds added to every inference (latency experiments)",
@@ -152,6 +167,7 @@ class PolicyNode(TwinvlaNode):
             gripper_strokes={side: description.arms[side].gripper_stroke for side in ARMS},
             settings=RuntimeSettings(mode=mode, control_period=1.0 / control_rate,
                                      execution_horizon=execution_horizon, max_guidance_weight=max_guidance,
+                                     latency_margin_ticks=latency_margin, max_inferences_in_flight=max_in_flight,
                                      injected_latency=injected_latency, max_image_age=max_image_age,
                                      max_state_age=max_state_age, seed=seed,
                                      max_instruction_length=max_instruction_length))
@@ -258,8 +274,12 @@ class PolicyNode(TwinvlaNode):
         return images, poses, grippers
 
     def _on_instruction(self, msg: String) -> None:
+        repeats = self.runtime.repeated_instructions
         accepted, message = self.runtime.set_instruction(msg.data)
-        self.log(Level.OK if accepted else Level.WARN, message)
+        if self.runtime.repeated_instructions > repeats:
+            self.get_logger().debug(message)     # a repeating publisher: counted on /diagnostics
+        else:
+            self.log(Level.OK if accepted else Level.WARN, message)
 
     def _answer(self, response, result: tuple[bool, str]):
         response.success, response.message = result
@@ -284,7 +304,7 @@ class PolicyNode(TwinvlaNode):
         while not self._stop_event.is_set():
             try:
                 action = self.runtime.tick(time.monotonic(), self.ros_now())
-                if action is not None:
+                if action is not None:        # a new action, or on a stall the last one again
                     self._publish_action(action)
             except Exception as error:   # noqa: BLE001 -- one bad tick never ends the loop
                 if not self.context.ok():  # ROS shut down under us (Ctrl-C): a normal end
