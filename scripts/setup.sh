@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-APT_PACKAGES=(libusb-1.0-0 libegl1 libgl1-mesa-dri libosmesa6 ffmpeg)
+APT_PACKAGES=(libusb-1.0-0 libegl1 libgl1-mesa-dri libosmesa6 ffmpeg iproute2)
 
 say() { printf '[setup] %s\n' "$*"; }
 

@@ -7,11 +7,15 @@ node's timers, and a single-threaded executor costs far less Python time per cal
 multi-threaded one. The nodes still talk through real DDS.
 
 ProcessGraphRunner starts one process per node instead (`--processes`, the demo): the same
-specs, the layout `ros2 launch` gives, no interpreter lock shared between nodes.
+specs, the layout `ros2 launch` gives, no interpreter lock shared between nodes. Its `prefix`
+runs every node under a wrapper command (`["ip", "netns", "exec", "robot"]`: the split-host
+rehearsal, twinvla_ros.bringup.split_hosts) and `env` changes the nodes' environment (a DDS
+setup for a real network, twinvla_ros.bringup.dds.network_dds_environment).
 """
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import subprocess
 import sys
@@ -19,7 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -121,26 +125,47 @@ class ProcessGraphRunner:
     rendering, the driver's servo loop and the policy's inference never wait for each other's
     interpreter lock. Parameters go through a ROS parameter file, remappings through
     --ros-args; output is forwarded to this process's stdout/stderr.
+
+    `prefix`: a command every node process runs under, which must exec the node in its own
+    place (`ip netns exec NAME`, `taskset -c 1`, `nice -n 5`), so that SIGINT reaches the
+    node. `env`: variables set (a string) or removed (None) in the nodes' environment, on top
+    of this process's.
     """
 
-    def __init__(self, specs: list[NodeSpec]):
+    def __init__(self, specs: list[NodeSpec], prefix: Sequence[str] = (),
+                 env: Mapping[str, str | None] | None = None):
         self.specs = specs
+        self.prefix = [str(part) for part in prefix]
+        self.env = dict(env or {})
         self.processes: dict[str, subprocess.Popen] = {}
         self._workdir: tempfile.TemporaryDirectory | None = None
 
+    def environment(self) -> dict[str, str] | None:
+        """The node processes' environment (None: this process's, unchanged)."""
+        if not self.env:
+            return None
+        merged = dict(os.environ)
+        for name, value in self.env.items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = str(value)
+        return merged
+
     def start(self) -> "ProcessGraphRunner":
         self._workdir = tempfile.TemporaryDirectory(prefix="twinvla_ros_graph_")
+        environment = self.environment()
         try:
             for spec in self.specs:
                 params = Path(self._workdir.name) / f"{spec.name}.yaml"
                 params.write_text(yaml.safe_dump({spec.name: {"ros__parameters": spec.parameters}}))
                 module_name, _ = spec.factory.split(":")
                 # main() of the node's module runs its process setup, as the console script does.
-                cmd = [sys.executable, "-c", f"from {module_name} import main; main()", "--ros-args",
+                cmd = [*self.prefix, sys.executable, "-c", f"from {module_name} import main; main()", "--ros-args",
                        "-r", f"__node:={spec.name}", "--params-file", str(params)]
                 for source, target in spec.remappings:
                     cmd += ["-r", f"{source}:={target}"]
-                self.processes[spec.name] = subprocess.Popen(cmd)
+                self.processes[spec.name] = subprocess.Popen(cmd, env=environment)
         except BaseException:
             self.stop()
             raise
