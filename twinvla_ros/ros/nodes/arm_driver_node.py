@@ -356,8 +356,12 @@ class ArmDriverNode(TwinvlaNode):
                 reading = controller.measured
                 if reading is not None and controller.enabled:
                     self.buses[side].write_targets(reading.positions)
-            self._flush_bus()
-            self.get_logger().info("arm driver stopped: arms hold their last measured position")
+            try:
+                self._flush_bus()
+                self.get_logger().info("arm driver stopped: arms hold their last measured position")
+            except Exception:          # noqa: BLE001 -- SIGINT shut ROS down since the check above
+                if self.context.ok():
+                    raise
         for bus in self.buses.values():
             bus.close()
 

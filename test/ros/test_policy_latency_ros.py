@@ -1,0 +1,115 @@
+"""The arms never pause: the main graph one process per node (as `ros2 launch` and
+`twinvla-ros launch --processes` run it), observed from this process over DDS only.
+
+A missed control tick would leave a 100 ms hole in the 20 Hz target stream; on a stall the
+policy re-publishes its last action, so a hole means the control loop itself was late. Stall
+ticks (the scheduler had no new action) are counted on /diagnostics.
+"""
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from ros_probe import Probe, diagnostic_values, run_for, wait_for
+from twinvla_ros.bringup.graph import anubis_policy
+from twinvla_ros.bringup.runner import GraphRunner, ProcessGraphRunner
+from twinvla_ros.ros.qos import COMMAND_QOS
+
+pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
+
+POLICY = "policy_node: policy"
+TASK = "hand over the box"
+MISSED_TICK = 0.09           # s: shorter holes are scheduling jitter of a shared 2-core machine
+# Stall ticks tolerated in a steady-state window: the benchmark measures 0 (bench/RESULTS.md);
+# CI shares its two cores with other work, and a held tick is not a pause of the arms.
+TOLERATED_STALLS = 2
+
+
+@pytest.fixture(scope="module")
+def graph():
+    specs = anubis_policy(sim=True, policy_node={"seed": 0}, sim_node={"camera_rate": 10.0})
+    with ProcessGraphRunner(specs) as processes, GraphRunner([]) as here:
+        probe = Probe(here.context, "latency_probe")
+        for side in ("left", "right"):
+            probe.record(PoseStamped, f"/{side}_arm/eef_target", COMMAND_QOS)
+        probe.record(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        here.add_node(probe)
+        probe.instruction = probe.create_publisher(String, "/instruction", COMMAND_QOS)
+        wait_for(lambda: "input_skew_ms" in diagnostic_values(probe, POLICY) or processes.failed(), 120.0,
+                 "the policy matching camera and state inputs")
+        assert not processes.failed()
+        wait_for(lambda: probe.instruction.get_subscription_count() > 0, 10.0, "the policy's /instruction")
+        probe.processes = processes
+        yield probe
+        assert not processes.failed(), f"node processes exited: {processes.failed()}"
+
+
+@pytest.fixture
+def probe(graph):
+    yield graph
+    assert graph.call(Trigger, "/policy_node/stop", Trigger.Request()).success
+    assert set_parameter(graph, "injected_latency", 0.0).successful
+
+
+def set_parameter(probe, name, value):
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    return probe.call(SetParameters, "/policy_node/set_parameters", request).results[0]
+
+
+def policy_report(probe, since, condition=lambda values: True, timeout=60.0, what="a policy report"):
+    return wait_for(lambda: (v := diagnostic_values(probe, POLICY, since)) and condition(v) and v, timeout, what)
+
+
+def steady_window(probe, seconds):
+    """Values of the policy report at the start and at the end of `seconds` of running."""
+    start = time.monotonic()
+    first = policy_report(probe, start, what="a report at the window's start")
+    wait_for(lambda: time.monotonic() > start + seconds and diagnostic_values(probe, POLICY, start + seconds),
+             seconds + 5.0, f"{seconds:.0f} s of reports")
+    return start, first, diagnostic_values(probe, POLICY, start + seconds)
+
+
+def largest_gap(probe, since):
+    return max(max(np.diff([t for t, _ in probe.stamped(f"/{side}_arm/eef_target", since)]), default=0.0)
+               for side in ("left", "right"))
+
+
+def test_latency_a_chunk_can_cover_never_pauses_the_arms(probe):
+    """0.4 s added to every inference (~0.55 s in all, more than half a chunk)."""
+    assert set_parameter(probe, "injected_latency", 0.4).successful
+    since = time.monotonic()
+    probe.instruction.publish(String(data=TASK))
+    policy_report(probe, since, lambda v: v["state"] == "running" and int(v["chunks"]) >= 4,
+                  what="four chunks with the added latency")
+    start, first, last = steady_window(probe, 12.0)
+    assert float(last["latency_estimate_s"]) > 0.4
+    assert int(last["chunks"]) >= int(first["chunks"]) + 8
+    stalls = int(last["stall_ticks"]) - int(first["stall_ticks"])
+    assert stalls <= TOLERATED_STALLS, f"{stalls} stall ticks in 12 s: {last}"
+    gap = largest_gap(probe, start)
+    assert gap < MISSED_TICK, f"a {gap * 1e3:.0f} ms hole in the target stream"
+
+
+def test_repeating_the_instruction_continues_the_task(probe):
+    """What `ros2 topic pub /instruction ...` without --once does: the same text once a second."""
+    since = time.monotonic()
+    probe.instruction.publish(String(data=TASK))
+    first = policy_report(probe, since, lambda v: v["state"] == "running" and int(v["chunks"]) >= 2,
+                          what="the task running")
+    repeating = time.monotonic()
+    run_for(10.0, 1.0, lambda: probe.instruction.publish(String(data=TASK)))
+    last = policy_report(probe, repeating + 10.0, lambda v: int(v["repeated_instructions"]) >= 10,
+                         what="ten repeats counted")
+    assert last["instruction"] == TASK and last["state"] == "running"
+    assert last["dropped_chunks"] == first["dropped_chunks"], "a repeat dropped a chunk"
+    assert last["rejected_instructions"] == first["rejected_instructions"]
+    stalls = int(last["stall_ticks"]) - int(first["stall_ticks"])
+    assert stalls <= TOLERATED_STALLS, f"{stalls} stall ticks while the instruction was repeated"
+    gap = largest_gap(probe, repeating)
+    assert gap < MISSED_TICK, f"a {gap * 1e3:.0f} ms hole in the target stream"
