@@ -589,12 +589,49 @@ def test_the_same_instruction_while_paused_stays_paused(rig):
 
 def test_the_same_instruction_after_stop_starts_it_again(rig):
     runtime = rig.runtime
-    runtime.set_instruction(TASK)
+    runtime.set_instruction(TASK, now=0.0)
     rig.run(4)
-    runtime.stop()
-    assert runtime.set_instruction(TASK) == (True, f"new task: '{TASK}'")
+    runtime.stop(now=1.0)
+    assert runtime.set_instruction(TASK, now=10.0) == (True, f"new task: '{TASK}'")
     assert runtime.state == State.RUNNING and runtime.repeated_instructions == 0
     assert ids(rig.run(2))[-1][1] == 0
+
+
+def test_a_publisher_still_repeating_the_stopped_task_does_not_restart_it(rig):
+    runtime = rig.runtime
+    for second in range(4):                        # `ros2 topic pub` at 1 Hz
+        runtime.set_instruction(TASK, now=float(second))
+    rig.run(4)
+    runtime.stop(now=3.5)
+    for second in range(4, 9):                     # ... still running after the stop
+        accepted, message = runtime.set_instruction(TASK, now=float(second))
+        assert not accepted and "stopped" in message and runtime.state == State.IDLE
+    assert rig.run(3) == [None] * 3
+    assert runtime.ignored_after_stop == 5 and runtime.rejected_instructions == 0
+    assert runtime.status().values["ignored_after_stop"] == "5"
+    # The publisher stopped; the same text sent again later is a new request and runs.
+    assert runtime.set_instruction(TASK, now=8.0 + 3.0) == (True, f"new task: '{TASK}'")
+    assert runtime.state == State.RUNNING
+
+
+def test_a_task_sent_once_runs_again_when_sent_again_right_after_stop(rig):
+    runtime = rig.runtime
+    runtime.set_instruction(TASK, now=0.0)         # `ros2 topic pub --once`
+    runtime.stop(now=0.5)
+    assert runtime.set_instruction(TASK, now=1.0) == (True, f"new task: '{TASK}'")
+    assert runtime.ignored_after_stop == 0
+
+
+def test_another_instruction_after_stop_runs_at_once(rig):
+    runtime = rig.runtime
+    runtime.set_instruction(TASK, now=0.0)
+    runtime.set_instruction(TASK, now=1.0)
+    runtime.stop(now=1.1)
+    assert runtime.set_instruction("lift the box", now=1.2) == (True, "new task: 'lift the box'")
+    runtime.set_instruction("lift the box", now=1.4)
+    runtime.stop(now=1.5)
+    assert not runtime.set_instruction("lift the box", now=1.6)[0]       # the newly stopped one
+    assert runtime.set_instruction(TASK, now=1.7) == (True, f"new task: '{TASK}'")
 
 
 # --- latency and stalls -------------------------------------------------------------------------

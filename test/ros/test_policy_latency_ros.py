@@ -85,7 +85,9 @@ def test_latency_a_chunk_can_cover_never_pauses_the_arms(probe):
     assert set_parameter(probe, "injected_latency", 0.4).successful
     since = time.monotonic()
     probe.instruction.publish(String(data=TASK))
-    policy_report(probe, since, lambda v: v["state"] == "running" and int(v["chunks"]) >= 4,
+    wait_for(lambda: len(probe.stamped("/right_arm/eef_target", since)) >= 10, 30.0, "the task's targets")
+    running = policy_report(probe, time.monotonic(), lambda v: v["state"] == "running", what="the task running")
+    policy_report(probe, time.monotonic(), lambda v: int(v["chunks"]) >= int(running["chunks"]) + 4,
                   what="four chunks with the added latency")
     start, first, last = steady_window(probe, 12.0)
     assert float(last["latency_estimate_s"]) > 0.4
@@ -100,8 +102,9 @@ def test_repeating_the_instruction_continues_the_task(probe):
     """What `ros2 topic pub /instruction ...` without --once does: the same text once a second."""
     since = time.monotonic()
     probe.instruction.publish(String(data=TASK))
-    first = policy_report(probe, since, lambda v: v["state"] == "running" and int(v["chunks"]) >= 2,
-                          what="the task running")
+    # The task's first chunk is executing (the counters on /diagnostics are cumulative).
+    wait_for(lambda: len(probe.stamped("/right_arm/eef_target", since)) >= 10, 30.0, "the task's targets")
+    first = policy_report(probe, time.monotonic(), lambda v: v["state"] == "running", what="the task running")
     repeating = time.monotonic()
     run_for(10.0, 1.0, lambda: probe.instruction.publish(String(data=TASK)))
     last = policy_report(probe, repeating + 10.0, lambda v: int(v["repeated_instructions"]) >= 10,
@@ -113,3 +116,11 @@ def test_repeating_the_instruction_continues_the_task(probe):
     assert stalls <= TOLERATED_STALLS, f"{stalls} stall ticks while the instruction was repeated"
     gap = largest_gap(probe, repeating)
     assert gap < MISSED_TICK, f"a {gap * 1e3:.0f} ms hole in the target stream"
+    # ~/stop stops, although the publisher goes on repeating the task.
+    assert probe.call(Trigger, "/policy_node/stop", Trigger.Request()).success
+    stopped = time.monotonic()
+    run_for(3.0, 1.0, lambda: probe.instruction.publish(String(data=TASK)))
+    after = policy_report(probe, stopped + 3.0, lambda v: int(v["ignored_after_stop"]) >= 2,
+                          what="the repeats after the stop ignored")
+    assert after["state"] == "idle"
+    assert not probe.stamped("/right_arm/eef_target", stopped + 0.2), "the arms moved after the stop"

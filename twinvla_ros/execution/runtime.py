@@ -14,7 +14,11 @@ text of the task in hand again (a publisher repeating it, `ros2 topic pub` witho
 counted in `repeated_instructions` and changes nothing: running, the task continues (no reset,
 no chunk dropped); paused, it stays paused (a pause is an operator's decision, and a repeating
 publisher would otherwise undo it within a second: ~/start resumes). After stop the task is
-forgotten, so the same text starts it again.
+forgotten, but a stop must stop: if the task's text was arriving repeatedly when it was
+stopped (two arrivals less than STOPPED_REPEAT_SILENCE seconds apart, the last one as recent:
+a publisher repeating it), its further arrivals are ignored and counted in `ignored_after_stop`
+for as long as they keep coming that often. Sent once (`--once`), or again after that much
+silence, or any other text, it starts a task as usual.
 
 Stalls: when no chunk covers a tick (the model slower than a chunk can cover, a failed
 inference), `tick` returns the last action again (`last_tick_held` is True, counted in
@@ -57,6 +61,14 @@ STREAMS = (*CAMERAS, *STATE_STREAMS)
 MATCHED = "time-matched inputs"          # the newest time-matched set of all STREAMS
 # A control tick that raised keeps the status at ERROR this long (seconds of tick time).
 TICK_FAILURE_REPORT_SECONDS = 10.0
+# After stop, the stopped task's text is ignored while it keeps arriving at shorter intervals
+# than this (a repeating publisher, e.g. `ros2 topic pub` at its default 1 Hz, still running).
+STOPPED_REPEAT_SILENCE = 2.5
+
+
+def _within(earlier: float | None, later: float | None, seconds: float) -> bool:
+    """Both times known and less than `seconds` apart."""
+    return earlier is not None and later is not None and later - earlier < seconds
 
 
 class State(str, Enum):
@@ -149,6 +161,10 @@ class PolicyRuntime:
         self._hold_reason = ""
         self.rejected_instructions = 0
         self.repeated_instructions = 0          # the task in hand sent again: nothing changed
+        self.ignored_after_stop = 0             # the stopped task's text from a publisher still running
+        self._stopped_text = ""                 # a stopped task whose text was still arriving repeatedly
+        self._stopped_seen: float | None = None  # ... and when it last arrived
+        self._seen: tuple[float | None, float | None] = (None, None)   # last two arrivals of the task's text
         self.published_actions = 0              # new actions
         self.held_actions = 0                   # stall ticks that returned the last action again
         self.last_tick_held = False             # the latest tick returned the last action again
@@ -194,10 +210,12 @@ class PolicyRuntime:
         self._latest, self._latest_stamps = payload, stamps     # one reference each: atomic
         self._update_stamps({MATCHED: max(stamps)})
 
-    def set_instruction(self, text: Any) -> tuple[bool, str]:
+    def set_instruction(self, text: Any, now: float | None = None) -> tuple[bool, str]:
         """A new task: it replaces the current one at once (its chunk and any inference in
-        flight are dropped) and runs. The task in hand again changes nothing (see the module
-        doc); an invalid instruction changes nothing either."""
+        flight are dropped) and runs. The task in hand again changes nothing, nor does the
+        stopped task's text from a publisher still repeating it (see the module doc; `now`,
+        seconds on any monotonic clock, tells a repeat from a deliberate re-send); an invalid
+        instruction changes nothing either."""
         try:
             text = validate_instruction(text, self.settings.max_instruction_length)
         except ValueError as error:
@@ -205,12 +223,21 @@ class PolicyRuntime:
                 self.rejected_instructions += 1
             return False, f"rejected instruction: {error}"
         with self._lock:
+            if self._state == State.IDLE and self._stopped_text and text == self._stopped_text:
+                if _within(self._stopped_seen, now, STOPPED_REPEAT_SILENCE):
+                    self._stopped_seen = now
+                    self.ignored_after_stop += 1
+                    return False, (f"ignored '{text}': it was stopped and is still being repeated (stop the "
+                                   f"publisher; sent again after {STOPPED_REPEAT_SILENCE:g} s of silence, it runs)")
+            self._stopped_text, self._stopped_seen = "", None
             if self._instruction and text == self._instruction:
+                self._seen = (self._seen[1], now)
                 self.repeated_instructions += 1
                 if self._state == State.PAUSED:
                     return True, f"'{text}' is paused: ~/start resumes it"
                 return True, f"continuing '{text}'"
             self._instruction = text
+            self._seen = (None, now)
             self._state = State.RUNNING
             self.scheduler.reset()
         return True, f"new task: '{text}'"
@@ -225,8 +252,12 @@ class PolicyRuntime:
             self.scheduler.reset()
             return True, f"running '{self._instruction}'"
 
-    def stop(self) -> tuple[bool, str]:
+    def stop(self, now: float | None = None) -> tuple[bool, str]:
         with self._lock:
+            previous, last = self._seen
+            if (self._instruction and _within(previous, last, STOPPED_REPEAT_SILENCE)
+                    and _within(last, now, STOPPED_REPEAT_SILENCE)):
+                self._stopped_text, self._stopped_seen = self._instruction, last
             self._state = State.IDLE
             self._instruction = ""
             self.scheduler.reset()
@@ -410,6 +441,7 @@ class PolicyRuntime:
                       "failed_inferences": str(stats.failed_inferences),
                       "rejected_instructions": str(self.rejected_instructions),
                       "repeated_instructions": str(self.repeated_instructions),
+                      "ignored_after_stop": str(self.ignored_after_stop),
                       "held_actions": str(self.held_actions),
                       "dropped_chunks": str(stats.dropped_results),
                       "superseded_chunks": str(stats.superseded_chunks),

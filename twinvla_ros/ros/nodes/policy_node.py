@@ -275,7 +275,7 @@ class PolicyNode(TwinvlaNode):
 
     def _on_instruction(self, msg: String) -> None:
         repeats = self.runtime.repeated_instructions
-        accepted, message = self.runtime.set_instruction(msg.data)
+        accepted, message = self.runtime.set_instruction(msg.data, time.monotonic())
         if self.runtime.repeated_instructions > repeats:
             self.get_logger().debug(message)     # a repeating publisher: counted on /diagnostics
         else:
@@ -289,7 +289,7 @@ class PolicyNode(TwinvlaNode):
         return self._answer(response, self.runtime.start())
 
     def _on_stop(self, request, response):
-        return self._answer(response, self.runtime.stop())
+        return self._answer(response, self.runtime.stop(time.monotonic()))
 
     def _on_pause(self, request, response):
         return self._answer(response, self.runtime.pause())
