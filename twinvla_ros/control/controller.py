@@ -33,8 +33,9 @@ import numpy as np
 
 from twinvla_ros.hardware.motors import BusReading
 from twinvla_ros.reporting import EventLog, Level, Status
-from twinvla_ros.control.safety import (SafetyLimits, clamp_to_workspace, interpolate_pose, limit_joint_step,
-                                        limit_lead, limit_pose_step, orthonormalized, validate_pose)
+from twinvla_ros.control.safety import (SafetyLimits, clamp_to_workspace, finite_number, interpolate_pose,
+                                        limit_joint_step, limit_lead, limit_pose_step, orthonormalized,
+                                        validate_pose)
 from twinvla_ros.robot.description import ArmDescription
 from twinvla_ros.robot.kinematics import ArmKinematics
 
@@ -92,22 +93,11 @@ class _Stop:
     done: bool = False
 
 
-def _finite_number(value) -> float | None:
-    """float(value) if it is a finite real number (not a bool), else None. Never raises."""
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 class ArmController:
     def __init__(self, arm: ArmDescription, kinematics: ArmKinematics, limits: SafetyLimits,
                  *, servo_rate: float, reference_frame: str, base_to_reference: np.ndarray,
                  home_speed: float = 0.4):
-        if _finite_number(servo_rate) is None or servo_rate <= 0:
+        if finite_number(servo_rate) is None or servo_rate <= 0:
             raise ValueError("servo_rate must be positive and finite")
         if not isinstance(limits, SafetyLimits):
             raise TypeError(f"limits must be SafetyLimits, got {type(limits).__name__}")
@@ -371,7 +361,7 @@ class ArmController:
             return out
 
     def _tick(self, now, reading) -> np.ndarray | None:
-        t = _finite_number(now)
+        t = finite_number(now)
         if t is None:
             self._fault(f"servo clock reads {now!r}: writing nothing")
             return None
@@ -663,7 +653,7 @@ class ArmController:
 
     @staticmethod
     def _check_time(now) -> str | None:
-        return None if _finite_number(now) is not None else f"command time {now!r} is not a finite number"
+        return None if finite_number(now) is not None else f"command time {now!r} is not a finite number"
 
     @staticmethod
     def _check_gripper_value(value) -> str | None:
@@ -679,7 +669,7 @@ class ArmController:
         """Why a target's stamp makes it unusable, or None (also when unstamped or unchecked)."""
         if stamp_age is None or not self.limits.check_stamps:
             return None
-        age = _finite_number(stamp_age)
+        age = finite_number(stamp_age)
         if age is None:
             return f"stamp age {stamp_age!r} is not a finite number"
         limit = self.limits.target_age_limit

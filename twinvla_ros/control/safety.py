@@ -114,23 +114,25 @@ class SafetyLimits:
         return self.stale_timeout if self.max_target_age is None else self.max_target_age
 
 
-def _number(value) -> float | None:
-    if isinstance(value, bool):
+def finite_number(value) -> float | None:
+    """float(value) if it is a finite real number (not a bool), else None. Never raises."""
+    if isinstance(value, (bool, np.bool_)):
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return f if math.isfinite(f) else None
 
 
 def _positive_finite(value) -> bool:
-    f = _number(value)
-    return f is not None and math.isfinite(f) and f > 0
+    f = finite_number(value)
+    return f is not None and f > 0
 
 
 def _non_negative_finite(value) -> bool:
-    f = _number(value)
-    return f is not None and math.isfinite(f) and f >= 0
+    f = finite_number(value)
+    return f is not None and f >= 0
 
 
 def validate_pose(pose: np.ndarray) -> str | None:
