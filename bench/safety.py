@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-import common  # noqa: F401  (puts the checkout on sys.path)
-from common import machine_line
+from common import machine_line  # also puts the checkout on sys.path
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 from rclpy.node import Node
 
+from waiting import wait_for
+
 
 class Probe(Node):
     def __init__(self, context, name: str = "test_probe"):
@@ -43,17 +45,6 @@ class Probe(Node):
             return future.result()
         finally:
             self.destroy_client(client)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.02):
-    """Poll until condition() is truthy; returns its value or fails saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
 
 
 def run_for(seconds: float, every: float, action: Callable[[], None]) -> None:

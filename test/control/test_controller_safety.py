@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from control_plants import DT, IdealPlant, ServoPlant, joint_caps, make_controller
+from control_plants import DT, IdealPlant, ServoPlant, make_controller
 from twinvla_ros.control.controller import REPORT_WINDOW, Mode
 from twinvla_ros.control.safety import SafetyLimits
 from twinvla_ros.hardware.motors import BusReading

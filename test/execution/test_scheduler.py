@@ -8,11 +8,12 @@ from __future__ import annotations
 import heapq
 import math
 import threading
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
+from waiting import wait_for
 
 from twinvla_ros.execution import (
     ChunkScheduler,
@@ -832,24 +833,17 @@ def test_stop_does_not_wait_for_the_injected_latency(make_worker):
     assert worker.stop(timeout=5.0)
 
 
-def wait_until(condition, what, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen"
-        time.sleep(0.001)
-
-
 def test_injected_latency_overlaps_the_next_inference(make_worker):
     clock = [0.0]
     worker = make_worker(lambda obs, g: chunk_of(obs), get_observation=lambda: clock[0],
                          injected_latency=1.0, clock=lambda: clock[0])
     first, second = (InferenceRequest(n, 0, 0.0, 1, None) for n in (1, 2))
     assert worker.submit(first)
-    wait_until(lambda: not worker.busy, "the first inference")
+    wait_for(lambda: not worker.busy, 5.0, "the first inference", poll=0.001)
     assert worker.drain() == []                    # computed, but its latency is still running
     clock[0] = 0.5
     assert not worker.busy and worker.submit(second)  # the model is free meanwhile
-    wait_until(lambda: not worker.busy, "the second inference")
+    wait_for(lambda: not worker.busy, 5.0, "the second inference", poll=0.001)
     clock[0] = 1.0
     assert [r.request.id for r in worker.drain()] == [1]
     assert not worker.wait_idle(timeout=0.01)      # the second is not due yet

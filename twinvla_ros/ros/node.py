@@ -39,6 +39,10 @@ class TwinvlaNode(Node):
         self.last_callback_failure = ""
         self._last_failure_time = -float("inf")
 
+    def ros_now(self) -> float:
+        """The node's ROS clock in seconds: the clock of every header stamp."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
     # ---- guarded entities ------------------------------------------------------------------
 
     def guarded(self, what: str, callback: Callable[..., Any], on_error: Callable[[str], Any] | None = None):

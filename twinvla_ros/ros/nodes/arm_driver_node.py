@@ -210,7 +210,7 @@ class ArmDriverNode(TwinvlaNode):
         stamp = msg.header.stamp
         if stamp.sec == 0 and stamp.nanosec == 0:
             return None
-        return self.get_clock().now().nanoseconds * 1e-9 - stamp_to_seconds(stamp)
+        return self.ros_now() - stamp_to_seconds(stamp)
 
     def _subscribe_arm(self, side: str) -> None:
         controller = self.controllers[side]

@@ -296,9 +296,6 @@ class PolicyNode(TwinvlaNode):
 
     # ---- control loop (own thread) -------------------------------------------------------------
 
-    def ros_now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
-
     def _control_loop(self) -> None:
         next_tick = time.monotonic()
         while not self._stop_event.is_set():

@@ -55,9 +55,8 @@ class SimNode(TwinvlaNode):
         self.parameters.set_apply(self._apply_parameters)
 
         self.world = SimWorld(config)
-        ros_seconds = lambda: self.get_clock().now().nanoseconds * 1e-9  # noqa: E731
         self.cameras = {name: SimCamera(self.world, CameraConfig(name, config.image_width, config.image_height,
-                                                                 camera_rate), clock=ros_seconds)
+                                                                 camera_rate), clock=self.ros_now)
                         for name in CAMERAS}
         self._image_pubs = {}
         self._info_pubs = {}
