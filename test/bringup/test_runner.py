@@ -47,8 +47,11 @@ def test_graph_parameters_reach_the_nodes_and_files_override_defaults(tmp_path):
     assert specs["arm_driver_node"].parameters["servo_rate"] == 50.0          # argument wins
     assert specs["arm_driver_node"].parameters["stale_timeout"] == 0.4        # the wildcard entry
     assert specs["arm_driver_node"].parameters["backend"] == "sim"
-    with pytest.raises(NotImplementedError, match="sim:=false"):
-        anubis_policy(sim=False)
+    real = {s.name: s for s in anubis_policy(sim=False, config=override)}
+    assert list(real) == ["camera_node", "arm_driver_node", "policy_node"]
+    assert real["arm_driver_node"].parameters["backend"] == "dynamixel"      # never the sim
+    assert real["camera_node"].parameters["backend"] == "realsense"
+    assert real["arm_driver_node"].parameters["stale_timeout"] == 0.4
 
 
 @pytest.mark.sim

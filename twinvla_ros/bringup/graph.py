@@ -31,6 +31,8 @@ class NodeSpec:
 
 
 SIM_NODE = NodeSpec("sim_node", "sim_node", "twinvla_ros.ros.nodes.sim_node:SimNode")
+CAMERA_NODE = NodeSpec("camera_node", "camera_node", "twinvla_ros.ros.nodes.camera_node:CameraNode",
+                       parameters={"backend": "realsense"})
 ARM_DRIVER = NodeSpec("arm_driver_node", "arm_driver_node", "twinvla_ros.ros.nodes.arm_driver_node:ArmDriverNode")
 POLICY = NodeSpec("policy_node", "policy_node", "twinvla_ros.ros.nodes.policy_node:PolicyNode",
                   process_setup="twinvla_ros.ros.nodes.policy_node:configure_process")
@@ -70,11 +72,21 @@ def _build(specs: list[NodeSpec], config_names: list[str], config: str | Path | 
 
 
 SIM_ARM_DRIVER = replace(ARM_DRIVER, parameters={"backend": "sim"})
+ROBOT_ARM_DRIVER = replace(ARM_DRIVER, parameters={"backend": "dynamixel"})
+
+# The robot part of a graph: (nodes, their package parameter files), simulated or real.
+SIM_ROBOT = ([SIM_NODE, SIM_ARM_DRIVER], ["sim_robot.yaml"])
+REAL_ROBOT = ([CAMERA_NODE, ROBOT_ARM_DRIVER], ["real_robot.yaml"])
 
 
 def sim_robot(config: str | Path | None = None, **overrides) -> list[NodeSpec]:
     """The simulated robot alone: MuJoCo sim + arm driver (teleop, tests, evaluation)."""
-    return _build([SIM_NODE, SIM_ARM_DRIVER], ["sim_robot.yaml"], config, overrides)
+    return _build(*SIM_ROBOT, config, overrides)
+
+
+def real_robot(config: str | Path | None = None, **overrides) -> list[NodeSpec]:
+    """The real robot alone: RealSense camera node + arm driver on the Dynamixel buses."""
+    return _build(*REAL_ROBOT, config, overrides)
 
 
 def policy_only(checkpoint: str = "", config: str | Path | None = None, **overrides) -> list[NodeSpec]:
@@ -85,12 +97,8 @@ def policy_only(checkpoint: str = "", config: str | Path | None = None, **overri
 def anubis_policy(sim: bool = True, checkpoint: str = "", config: str | Path | None = None,
                   **overrides) -> list[NodeSpec]:
     """The main job: robot (sim or real) + TwinVLA policy node."""
-    if not sim:
-        raise NotImplementedError(
-            "sim:=false needs the RealSense camera node and the Dynamixel arm backend, which are "
-            "not part of this build yet; run with sim:=true")
-    return _build([SIM_NODE, SIM_ARM_DRIVER, POLICY], ["sim_robot.yaml", "anubis_policy.yaml"],
-                  config, overrides, checkpoint)
+    robot_nodes, robot_configs = SIM_ROBOT if sim else REAL_ROBOT
+    return _build([*robot_nodes, POLICY], [*robot_configs, "anubis_policy.yaml"], config, overrides, checkpoint)
 
 
 def robot_state_publisher(specs: list[NodeSpec]) -> NodeSpec | None:
@@ -106,5 +114,6 @@ def robot_state_publisher(specs: list[NodeSpec]) -> NodeSpec | None:
 GRAPHS: dict[str, Callable[..., list[NodeSpec]]] = {
     "anubis_policy": anubis_policy,
     "sim_robot": sim_robot,
+    "real_robot": real_robot,
     "policy": policy_only,
 }

@@ -34,7 +34,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from twinvla_ros.bringup.graph import NodeSpec
-from twinvla_ros.ros.node import spin_until
+from twinvla_ros.ros.node import TwinvlaLifecycleNode, spin_until
 
 
 def _resolve(reference: str) -> Callable:
@@ -69,6 +69,11 @@ class GraphRunner:
         try:
             for spec in self.specs:
                 self.nodes[spec.name] = _instantiate(spec, self.context)
+            # Managed nodes come up once the whole graph exists, as ros2 launch's lifecycle
+            # events would bring them up; one that cannot configure stops the whole graph.
+            for node in self.nodes.values():
+                if isinstance(node, TwinvlaLifecycleNode) and node.autostart:
+                    node.bring_up()
         except BaseException:
             self.stop()
             raise

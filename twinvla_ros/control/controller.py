@@ -295,6 +295,16 @@ class ArmController:
                 self._freeze_pending = False
             self._event("torque", "torque enabled" if enabled else "torque disabled", Level.OK)
 
+    def hold(self, reason: str) -> None:
+        """Stop following commands and hold the last command (the driver deactivated): the arm
+        stops within its tracking margin and stays; torque stays as it is."""
+        with self._lock:
+            self.mode = Mode.HOLD
+            self._gripper_target = None
+            self._clear_blocked()
+            self._blocked_hold = None
+            self._event("hold", f"holding: {reason}", Level.OK)
+
     def engage_estop(self) -> None:
         """Controlled stop (category 2): the command becomes the measured position, so the arm
         moves only as far as its servos need to brake; then it holds. The freeze takes the first

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 
 from twinvla_ros.reporting import EventLog, Level, Status
@@ -121,6 +123,109 @@ class TwinvlaNode(Node):
         """Safe shutdown hook, called before the node is destroyed."""
 
 
+class StartupError(RuntimeError):
+    """A managed node could not be brought to active: its devices are missing or refused."""
+
+
+class TwinvlaLifecycleNode(TwinvlaNode, LifecycleNode):
+    """A hardware-facing node managed as ros2_control manages hardware interfaces.
+
+    unconfigured --configure--> inactive (devices open, measured, nothing moves)
+    --activate--> active (motion) --deactivate--> inactive (holding) --cleanup--> unconfigured;
+    error and shutdown put the devices in their safe state. Subclasses implement the five
+    `*_devices` hooks; a hook that raises fails its transition (the node stays where it was)
+    with the reason in the log, on /diagnostics and in `transition_failure`. With `autostart`
+    (the default, set by the launch files and the runner) the node configures and activates
+    itself at start; `autostart:=false` leaves it to `ros2 lifecycle set`.
+    """
+
+    def __init__(self, name: str, **node_kwargs):
+        super().__init__(name, **node_kwargs)
+        self.autostart = self.parameters.declare(
+            "autostart", True, "configure and activate at start (false: wait for `ros2 lifecycle set`)")
+        self.lifecycle_state = "unconfigured"
+        self.transition_failure = ""
+
+    # ---- hooks for subclasses --------------------------------------------------------------
+
+    def configure_devices(self) -> None:
+        """Open and check the devices; read their state. Nothing may move."""
+
+    def activate_devices(self) -> None:
+        """Enable motion / streaming."""
+
+    def deactivate_devices(self) -> None:
+        """Stop motion / streaming; devices stay open (arms hold)."""
+
+    def cleanup_devices(self) -> None:
+        """Close the devices."""
+
+    def safe_state(self, reason: str) -> None:
+        """Error or shutdown: leave the devices in their configured safe state and close them."""
+
+    # ---- transitions -----------------------------------------------------------------------
+
+    def _transition(self, name: str, hook: Callable[[], None], target: str) -> TransitionCallbackReturn:
+        try:
+            hook()
+        except Exception as error:      # noqa: BLE001 -- a failed transition is reported, not raised
+            self.transition_failure = f"{name} failed: {type(error).__name__}: {error}"
+            self.get_logger().error(self.transition_failure)
+            self.publish_diagnostics([("lifecycle", self.lifecycle_status())])
+            return TransitionCallbackReturn.FAILURE
+        self.transition_failure = ""
+        self.lifecycle_state = target
+        self.get_logger().info(f"lifecycle: {target}")
+        self.publish_diagnostics([("lifecycle", self.lifecycle_status())])
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("configure", self.configure_devices, "inactive")
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("activate", self.activate_devices, "active")
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("deactivate", self.deactivate_devices, "inactive")
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self.cleanup_devices, "unconfigured")
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("shutdown", lambda: self.safe_state("shutdown"), "finalized")
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # rclpy gets here when a transition callback raised past our hooks; the safe state
+        # is entered and the node goes back to unconfigured (configure may be retried).
+        return self._transition("error processing", lambda: self.safe_state("error"), "unconfigured")
+
+    def lifecycle_status(self) -> Status:
+        values = {"state": self.lifecycle_state, "autostart": str(self.autostart)}
+        if self.transition_failure:
+            return Status(Level.ERROR, self.transition_failure, values)
+        if self.lifecycle_state != "active":
+            return Status(Level.WARN, f"{self.lifecycle_state}: not active", values)
+        return Status(Level.OK, "active", values)
+
+    def bring_up(self) -> None:
+        """configure, then activate; StartupError with the reason when either fails."""
+        for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
+            if trigger() != TransitionCallbackReturn.SUCCESS:
+                raise StartupError(f"{self.get_name()}: {self.transition_failure or name + ' failed'}")
+
+    def close(self) -> None:
+        """Process end: the shutdown transition (safe state). Once ROS is shut down (Ctrl-C)
+        the state machine cannot announce a transition any more; the safe state is entered
+        all the same."""
+        if self.lifecycle_state == "finalized":
+            return
+        if self.context.ok():
+            self.trigger_shutdown()
+        if self.lifecycle_state != "finalized":
+            self.safe_state("shutdown")
+            self.lifecycle_state = "finalized"
+
+
 def spin_until(executor: SingleThreadedExecutor, keep_going: Callable[[], bool]) -> None:
     """Spin until keep_going() is false or ROS shuts down. Callbacks are guarded by the node;
     an exception that still arrives here (from rclpy itself) is logged, and spinning goes on."""
@@ -141,7 +246,19 @@ def run_node(make_node: Callable[[], TwinvlaNode], args=None, setup_process: Cal
     rclpy.init(args=args)
     if setup_process is not None:
         setup_process()
-    node = make_node()
+    try:
+        node = make_node()
+        if isinstance(node, TwinvlaLifecycleNode) and node.autostart:
+            try:
+                node.bring_up()
+            except StartupError:
+                node.close()
+                node.destroy_node()
+                raise
+    except Exception as error:  # noqa: BLE001 -- a node that cannot start says why and exits non-zero
+        get_logger("twinvla_ros").fatal(f"not started: {type(error).__name__}: {error}")
+        rclpy.try_shutdown()
+        raise SystemExit(1) from None
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -6,6 +6,12 @@ Subscribes (per arm, under `left_arm/` and `right_arm/`): `eef_target` (PoseStam
 `<arm>/eef_pose` (in `eef_reference`), `/robot_description` (the URDF, latched) and
 `/diagnostics`. Services: `~/enable` (SetBool: torque), `~/go_home`, `~/clear_estop` (Trigger).
 
+A managed (lifecycle) node, as ros2_control runs hardware: configure opens the bus and reads
+the joints (torque untouched: nothing moves), activate turns torque on holding the measured
+pose and accepts commands, deactivate holds (torque on, commands refused), error and shutdown
+put the motors in the configured safe state (`torque_on_shutdown` of the hardware config for
+Dynamixel: hold or off). With `autostart` (default) it brings itself to active at start.
+
 All logic lives in twinvla_ros.control; this node converts and checks messages (a pose that is
 not finite, absurdly large or has a non-unit quaternion is rejected before any arithmetic on
 it), and runs the servo timer. Speed caps, workspace boxes, timeouts and tracking margins are
@@ -32,7 +38,7 @@ from twinvla_ros.robot.bimanual import ARMS
 from twinvla_ros.robot.description import load_description
 from twinvla_ros.robot.kinematics import ArmKinematics
 from twinvla_ros.ros.messages import matrix_to_pose, pose_to_matrix, stamp_to_seconds
-from twinvla_ros.ros.node import TwinvlaNode, run_node
+from twinvla_ros.ros.node import TwinvlaLifecycleNode, run_node
 from twinvla_ros.ros.qos import COMMAND_QOS, LATCHED_QOS
 
 BACKENDS = ("sim", "dynamixel")
@@ -61,7 +67,7 @@ LIVE_LIMITS = (
 )
 
 
-class ArmDriverNode(TwinvlaNode):
+class ArmDriverNode(TwinvlaLifecycleNode):
     def __init__(self, **node_kwargs):
         super().__init__("arm_driver_node", **node_kwargs)
         declare = self.parameters.declare
@@ -70,7 +76,12 @@ class ArmDriverNode(TwinvlaNode):
         state_rate = declare("state_rate", 50.0, "rate of /joint_states and eef_pose in Hz", low=1.0, high=1000.0)
         joint_states_topic = declare("joint_states_topic", "/joint_states", "joint state output")
         estop_topic = declare("estop_topic", "/estop", "e-stop input (std_msgs/Bool, latched)")
-        enable_on_start = declare("enable_on_start", True, "torque on (holding in place) at start")
+        self._hardware_config = declare("hardware_config", "",
+                                        "dynamixel: file with the `hardware:` section (empty: config/anubis.yaml)")
+        self._arm_roles = {side: declare(f"{side}_arm_role", f"follower_{side}",
+                                         f"dynamixel: entry of hardware.arms driving the {side} arm")
+                           for side in ARMS}
+        self._servo_rate = servo_rate
         publish_description = declare("publish_robot_description", True,
                                       "publish the URDF on /robot_description (off when robot_state_publisher does)")
 
@@ -110,7 +121,13 @@ class ArmDriverNode(TwinvlaNode):
 
         self.controllers: dict[str, ArmController] = {}
         self.buses: dict[str, ArmBus] = {}
-        self._make_buses(description)
+        self._bus_entities: list = []            # (destroy, entity) of the sim bus, made by configure
+        self._flush_bus = lambda: None
+        if self.backend == "sim":
+            self._sim_topics = {
+                "states": declare("sim_joint_states_topic", "/sim/joint_states", "sim joint states input"),
+                "commands": declare("sim_joint_commands_topic", "/sim/joint_commands", "sim joint targets output"),
+                "torque": declare("sim_torque_topic", "/sim/torque", "sim torque on/off per joint output")}
         for side in ARMS:
             kinematics = ArmKinematics(description, side)
             self.controllers[side] = ArmController(
@@ -137,24 +154,110 @@ class ArmDriverNode(TwinvlaNode):
         self._state_every = max(1, int(round(servo_rate / state_rate)))
         self._tick_count = 0
         self._last_diagnostics = 0.0
-        for side in ARMS:
-            self.controllers[side].set_enabled(enable_on_start)
-        self._servo_timer = self.timer(1.0 / servo_rate, self._servo_tick, "servo tick")
-        self.get_logger().info(f"arm driver up: backend={self.backend}, servo {servo_rate:.0f} Hz, "
-                               f"poses in '{REFERENCE_FRAME}'")
+        self._servo_timer = None
+        for controller in self.controllers.values():
+            controller.set_enabled(False)        # until activate: nothing is written to the motors
+            controller.drain_events()
+        self.get_logger().info(f"arm driver created: backend={self.backend}, servo {servo_rate:.0f} Hz, "
+                               f"poses in '{REFERENCE_FRAME}'; unconfigured")
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def configure_devices(self) -> None:
+        if self.backend == "dynamixel":
+            self._open_dynamixel_buses()
+        else:
+            self._make_sim_buses()
+        self._servo_timer = self.timer(1.0 / self._servo_rate, self._servo_tick, "servo tick")
+
+    def activate_devices(self) -> None:
+        for side, controller in self.controllers.items():
+            self.buses[side].set_torque(True)     # the bus sets goal = present first: nothing jumps
+            controller.set_enabled(True)          # the next tick holds exactly the measured pose
+        self._flush_bus()
+
+    def deactivate_devices(self) -> None:
+        for controller in self.controllers.values():
+            controller.hold("arm driver deactivated: commands refused until it is active again")
+
+    def cleanup_devices(self) -> None:
+        self._stop_servo()
+        for controller in self.controllers.values():
+            controller.set_enabled(False)
+        self._close_buses()
+
+    def safe_state(self, reason: str) -> None:
+        """Hold where the arms are (a last goal = the measured position), then close the buses,
+        which apply their own shutdown torque policy (Dynamixel: `torque_on_shutdown`). Torque
+        stays on for the sim: an arm with torque off falls."""
+        self._stop_servo()
+        if self.context.ok() or self.backend != "sim":   # the sim bus is a topic: gone once ROS is shut down
+            for side, controller in self.controllers.items():
+                reading = controller.measured
+                if reading is not None and controller.enabled and side in self.buses:
+                    self.buses[side].write_targets(reading.positions)
+            try:
+                self._flush_bus()
+            except Exception:          # noqa: BLE001 -- SIGINT shut ROS down since the check above
+                if self.context.ok():
+                    raise
+        for controller in self.controllers.values():
+            controller.set_enabled(False)
+        self._close_buses()
+        self.get_logger().info(f"arm driver {reason}: arms hold their last measured position")
+
+    def _stop_servo(self) -> None:
+        if self._servo_timer is not None:
+            self._servo_timer.cancel()
+            self.destroy_timer(self._servo_timer)
+            self._servo_timer = None
+
+    def _close_buses(self) -> None:
+        for bus in self.buses.values():
+            bus.close()
+        self.buses.clear()
+        if self.context.ok():
+            # Through the node, so its executor stops waiting on them before they go.
+            for destroy, entity in self._bus_entities:
+                destroy(entity)
+        self._bus_entities.clear()
+        self._flush_bus = lambda: None
+
+    @property
+    def active(self) -> bool:
+        return self.lifecycle_state == "active"
 
     # ---- setup ---------------------------------------------------------------------------------
 
-    def _make_buses(self, description) -> None:
-        if self.backend == "dynamixel":
-            raise RuntimeError("backend 'dynamixel' is not available in this build yet (hardware issue); "
-                               "refusing to start rather than fall back to the simulator")
-        declare = self.parameters.declare
-        states_topic = declare("sim_joint_states_topic", "/sim/joint_states", "sim joint states input")
-        command_topic = declare("sim_joint_commands_topic", "/sim/joint_commands", "sim joint targets output")
-        torque_topic = declare("sim_torque_topic", "/sim/torque", "sim torque on/off per joint output")
-        command_pub = self.create_publisher(JointState, command_topic, COMMAND_QOS)
-        torque_pub = self.create_publisher(JointState, torque_topic, COMMAND_QOS)
+    def _open_dynamixel_buses(self) -> None:
+        """Both follower arms, or neither: a bus that opened is closed again when the other fails,
+        and the error names every port and motor that is missing."""
+        from twinvla_ros.hardware.motors.dynamixel import DynamixelArmBus, load_arm_config
+
+        path = self._hardware_config or None
+        opened, problems = {}, []
+        for side in ARMS:
+            arm = self.description.arms[side]
+            try:
+                config = load_arm_config(self._arm_roles[side], path)
+                opened[side] = DynamixelArmBus(config, [*arm.joint_names, arm.gripper_joint],
+                                               gripper_stroke=arm.gripper_stroke)
+            except (BusError, ValueError, OSError) as error:
+                problems.append(f"{side} arm: {error}")
+        if problems:
+            for bus in opened.values():
+                bus.close()
+            raise BusError("; ".join(problems))
+        self.buses.update(opened)
+        for side, bus in opened.items():
+            for warning in bus.warnings:
+                self.get_logger().warning(f"{side} arm bus: {warning}")
+            bus.read()           # the measured pose, before anything can move
+
+    def _make_sim_buses(self) -> None:
+        topics = self._sim_topics
+        command_pub = self.create_publisher(JointState, topics["commands"], COMMAND_QOS)
+        torque_pub = self.create_publisher(JointState, topics["torque"], COMMAND_QOS)
         pending: dict[str, float] = {}
 
         def send_targets(names, positions):
@@ -175,15 +278,18 @@ class ArmDriverNode(TwinvlaNode):
             torque_pub.publish(JointState(name=list(names), effort=[1.0 if enabled else 0.0] * len(names)))
 
         for side in ARMS:
-            arm = description.arms[side]
+            arm = self.description.arms[side]
             self.buses[side] = SimArmBus([*arm.joint_names, arm.gripper_joint], send_targets,
                                          send_torque, time.monotonic)
 
         def on_sim_state(msg: JointState):
-            for bus in self.buses.values():
-                bus.on_joint_state(msg.name, msg.position, msg.velocity, msg.effort)
+            for bus in list(self.buses.values()):
+                if isinstance(bus, SimArmBus):
+                    bus.on_joint_state(msg.name, msg.position, msg.velocity, msg.effort)
 
-        self.subscribe(JointState, states_topic, on_sim_state, COMMAND_QOS)
+        subscription = self.subscribe(JointState, topics["states"], on_sim_state, COMMAND_QOS)
+        self._bus_entities += [(self.destroy_publisher, command_pub), (self.destroy_publisher, torque_pub),
+                               (self.destroy_subscription, subscription)]
 
     def _apply_parameters(self, changes: dict) -> str | None:
         new_limits = {}
@@ -217,6 +323,8 @@ class ArmDriverNode(TwinvlaNode):
         arm = self.description.arms[side]
 
         def on_eef_target(msg: PoseStamped):
+            if self._refuse_inactive(controller, "EEF target"):
+                return
             now = time.monotonic()
             try:
                 pose = pose_to_matrix(msg.pose)
@@ -227,9 +335,13 @@ class ArmDriverNode(TwinvlaNode):
                 self._pending_command.setdefault(side, now)
 
         def on_gripper_target(msg: Float64):
+            if self._refuse_inactive(controller, "gripper target"):
+                return
             controller.command_gripper(msg.data, time.monotonic())
 
         def on_joint_command(msg: JointState):
+            if self._refuse_inactive(controller, "joint command"):
+                return
             if len(msg.position) != len(msg.name):
                 controller.reject("joint command", f"{len(msg.name)} names but {len(msg.position)} positions")
                 return
@@ -248,6 +360,13 @@ class ArmDriverNode(TwinvlaNode):
         self.subscribe(Float64, f"{side}_arm/gripper_target", on_gripper_target, COMMAND_QOS)
         self.subscribe(JointState, f"{side}_arm/joint_command", on_joint_command, COMMAND_QOS)
 
+    def _refuse_inactive(self, controller: ArmController, what: str) -> bool:
+        if self.active:
+            return False
+        controller.reject(what, f"the arm driver is {self.lifecycle_state}, not active: "
+                                f"`ros2 lifecycle set /{self.get_name()} activate`")
+        return True
+
     # ---- callbacks -----------------------------------------------------------------------------
 
     def _on_estop(self, msg: Bool) -> None:
@@ -257,6 +376,10 @@ class ArmDriverNode(TwinvlaNode):
                 controller.engage_estop()
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response):
+        if not self.buses:
+            response.success = False
+            response.message = f"the arm driver is {self.lifecycle_state}: no bus to enable (configure it first)"
+            return response
         for side, controller in self.controllers.items():
             self.buses[side].set_torque(request.data)
             controller.set_enabled(request.data)
@@ -265,6 +388,10 @@ class ArmDriverNode(TwinvlaNode):
         return response
 
     def _on_go_home(self, request: Trigger.Request, response: Trigger.Response):
+        if not self.active:
+            response.success = False
+            response.message = f"the arm driver is {self.lifecycle_state}, not active"
+            return response
         reasons = [r for r in (c.go_home(time.monotonic()) for c in self.controllers.values()) if r]
         response.success = not reasons
         response.message = "; ".join(reasons) if reasons else "moving to the home pose"
@@ -292,10 +419,14 @@ class ArmDriverNode(TwinvlaNode):
             try:
                 reading = bus.read()
             except BusError:
-                reading = None
+                reading = None           # the controller holds and reports; the bus's health says why
             targets = controller.update(now, reading)
             if targets is not None:
-                bus.write_targets(targets)
+                try:
+                    bus.write_targets(targets)
+                except BusError as error:
+                    self.report_failure(f"{side} arm bus write", error)
+                    continue
                 received = self._pending_command.pop(side, None)
                 if received is not None:
                     self.command_latencies.append(time.monotonic() - received)
@@ -345,25 +476,12 @@ class ArmDriverNode(TwinvlaNode):
             loop["eef_cmd_to_joint_target_p50_ms"] = f"{np.percentile(latencies, 50) * 1e3:.2f}"
         loop["estop_pressed"] = str(self.estop_pressed)
         statuses.append(("servo loop", Status(Level.OK, f"{self.backend} backend", loop)))
+        for side, bus in self.buses.items():
+            health = getattr(bus, "health", None)
+            if health is not None:
+                statuses.append((f"{side} arm bus", health()))
+        statuses.append(("lifecycle", self.lifecycle_status()))
         self.publish_diagnostics(statuses)
-
-    def close(self) -> None:
-        """Safe shutdown: the last command the motors get is to hold where they are. Torque
-        stays on (an arm with torque off falls); disable it with ~/enable first if wanted."""
-        self._servo_timer.cancel()
-        if self.context.ok():          # the sim bus is a topic: gone once ROS is shut down
-            for side, controller in self.controllers.items():
-                reading = controller.measured
-                if reading is not None and controller.enabled:
-                    self.buses[side].write_targets(reading.positions)
-            try:
-                self._flush_bus()
-                self.get_logger().info("arm driver stopped: arms hold their last measured position")
-            except Exception:          # noqa: BLE001 -- SIGINT shut ROS down since the check above
-                if self.context.ok():
-                    raise
-        for bus in self.buses.values():
-            bus.close()
 
 
 def main(args=None):
