@@ -4,6 +4,10 @@ import os
 import sys
 from pathlib import Path
 
+# Before anything loads pyrealsense2: its wheel carries its own Fast DDS, and loaded first it
+# binds ROS's (the process crashes at exit once a node has run).
+import rclpy  # noqa: F401
+
 from twinvla_ros.bringup.dds import isolate_dds
 
 sys.path.insert(0, str(Path(__file__).parent))

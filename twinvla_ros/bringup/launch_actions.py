@@ -10,6 +10,7 @@ from dataclasses import replace
 from launch_ros.actions import Node
 
 from twinvla_ros.bringup.graph import ARM_DRIVER, NodeSpec, robot_state_publisher
+from twinvla_ros.bringup.preflight import require_hardware
 
 
 def _installed(package: str) -> bool:
@@ -25,6 +26,7 @@ def _installed(package: str) -> bool:
 
 
 def launch_nodes(specs: list[NodeSpec]) -> list[Node]:
+    require_hardware(specs)        # a real-robot graph with a device missing starts nothing
     publisher = robot_state_publisher(specs)
     actions = []
     if publisher is not None and _installed(publisher.executable):

@@ -34,6 +34,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from twinvla_ros.bringup.graph import NodeSpec
+from twinvla_ros.bringup.preflight import require_hardware
 from twinvla_ros.ros.node import TwinvlaLifecycleNode, spin_until
 
 
@@ -65,6 +66,7 @@ class GraphRunner:
         self._stopping = threading.Event()
 
     def start(self) -> "GraphRunner":
+        require_hardware(self.specs)
         rclpy.init(context=self.context)
         try:
             for spec in self.specs:
@@ -158,6 +160,7 @@ class ProcessGraphRunner:
         return merged
 
     def start(self) -> "ProcessGraphRunner":
+        require_hardware(self.specs)
         self._workdir = tempfile.TemporaryDirectory(prefix="twinvla_ros_graph_")
         environment = self.environment()
         try:

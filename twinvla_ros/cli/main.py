@@ -4,6 +4,8 @@
   twinvla-ros launch anubis_policy --sim [--checkpoint DIR] [--config FILE]
                                                         a node graph in this process (no ros2 launch)
   twinvla-ros say "hand over the box"                   publish an instruction (no ros2 CLI needed)
+  twinvla-ros cameras                                   connected RealSense devices: serials, firmware, profiles
+  twinvla-ros calibrate --arm leader_left               record a Dynamixel arm's offsets and directions
 """
 from __future__ import annotations
 
@@ -48,19 +50,28 @@ def cmd_launch(args) -> int:
     if args.isolate:
         from twinvla_ros.bringup.dds import isolate_dds
         print(f"[launch] isolated DDS domain {isolate_dds()} (localhost only)")
+    from twinvla_ros.bringup.preflight import HardwareMissing
+    from twinvla_ros.ros.node import StartupError
+
     runner = ProcessGraphRunner(specs) if args.processes else GraphRunner(specs)
-    with runner:
+    try:
+        runner.start()
+    except (HardwareMissing, StartupError) as error:
+        print(f"[launch] not started: {error}", file=sys.stderr)
+        return 2
+    try:
         layout = "one process per node" if args.processes else "in this process"
         print(f"[launch] {args.graph}: {', '.join(s.name for s in specs)} running {layout}; Ctrl-C to stop")
-        try:
-            deadline = time.monotonic() + args.duration if args.duration else None
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(0.2)
-                if args.processes and runner.failed():
-                    print(f"[launch] node process(es) exited: {runner.failed()}", file=sys.stderr)
-                    return 1
-        except KeyboardInterrupt:
-            pass
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+            if args.processes and runner.failed():
+                print(f"[launch] node process(es) exited: {runner.failed()}", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
     return 0
 
 
@@ -78,6 +89,25 @@ def cmd_say(args) -> int:
     return code
 
 
+def cmd_cameras(args) -> int:
+    from twinvla_ros.hardware.cameras.realsense import format_device_table, list_devices
+
+    devices = list_devices()
+    print(format_device_table(devices) if devices else "no RealSense device connected (check USB 3 and udev rules)")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from twinvla_ros.hardware.motors.dynamixel import run_calibration
+
+    try:
+        run_calibration(args.arm, config_path=args.config, calibration_dir=args.calibration_dir)
+    except (OSError, RuntimeError, ValueError) as error:   # BusError is a RuntimeError
+        print(f"calibration failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twinvla-ros", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
 
     launch = sub.add_parser("launch", help="run a node graph in this process (where ros2 launch is missing)")
-    launch.add_argument("graph", choices=["anubis_policy", "sim_robot", "policy"])
+    launch.add_argument("graph", choices=["anubis_policy", "sim_robot", "real_robot", "policy"])
     launch.add_argument("--sim", action=argparse.BooleanOptionalAction, default=True,
                         help="simulated robot (default) or the real one")
     launch.add_argument("--checkpoint", default="", help="TwinVLA checkpoint dir (anubis_policy, policy)")
@@ -110,6 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     say.add_argument("--topic", default="/instruction")
     say.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a subscriber")
     say.set_defaults(func=cmd_say)
+
+    cameras = sub.add_parser("cameras", help="list connected RealSense devices (serial, firmware, profiles)")
+    cameras.set_defaults(func=cmd_cameras)
+
+    calibrate = sub.add_parser("calibrate", help="record a Dynamixel arm's offsets and directions (torque off)")
+    calibrate.add_argument("--arm", required=True, help="entry of hardware.arms: follower_left, leader_right, ...")
+    calibrate.add_argument("--config", default=None, help="file with the hardware: section (default: config/anubis.yaml)")
+    calibrate.add_argument("--calibration-dir", default=None, help="where to write <arm>.yaml "
+                           "(default: hardware.calibration_dir)")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     args = parser.parse_args(argv)
     return args.func(args)
