@@ -33,6 +33,7 @@ setup(
             "twinvla-ros = twinvla_ros.cli.main:main",
             "arm_driver_node = twinvla_ros.ros.nodes.arm_driver_node:main",
             "sim_node = twinvla_ros.ros.nodes.sim_node:main",
+            "camera_node = twinvla_ros.ros.nodes.camera_node:main",
             "policy_node = twinvla_ros.ros.nodes.policy_node:main",
         ],
     },

@@ -7,10 +7,13 @@ reason, which the node reports as a rejected input.
 """
 from __future__ import annotations
 
+import sys
+
+import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from twinvla_ros.robot.cameras import CameraIntrinsics
 from twinvla_ros.robot.rotations import matrix_to_quat_xyzw, quat_xyzw_to_matrix
@@ -73,6 +76,41 @@ def rgb_to_image(image: np.ndarray, stamp: Time, frame_id: str) -> Image:
     msg.is_bigendian = 0
     msg.step = msg.width * 3
     msg.data = np.ascontiguousarray(image).tobytes()
+    return msg
+
+
+def rgb_to_compressed(image: np.ndarray, stamp: Time, frame_id: str, quality: int = 90) -> CompressedImage:
+    """uint8 HxWx3 RGB -> JPEG CompressedImage as image_transport's compressed publisher makes it
+    (format "rgb8; jpeg compressed bgr8": the source encoding, then what the JPEG holds), so
+    image_transport subscribers and rqt decode it; `quality` 1..100."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must lie in 1..100, got {quality}")
+    encoded, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                 [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not encoded:
+        raise ValueError(f"JPEG encoding of a {image.shape[1]}x{image.shape[0]} image failed")
+    msg = CompressedImage()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.format = "rgb8; jpeg compressed bgr8"
+    msg.data = jpeg.tobytes()
+    return msg
+
+
+def depth_to_image(depth: np.ndarray, stamp: Time, frame_id: str) -> Image:
+    """uint16 HxW depth in millimetres -> 16UC1 Image (REP 118; realsense-ros' aligned depth)."""
+    if depth.dtype != np.uint16 or depth.ndim != 2:
+        raise ValueError(f"expected uint16 HxW depth in mm, got {depth.dtype} {depth.shape}")
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(depth.shape[0]), int(depth.shape[1])
+    msg.encoding = "16UC1"
+    msg.is_bigendian = int(sys.byteorder == "big")
+    msg.step = msg.width * 2
+    msg.data = np.ascontiguousarray(depth).tobytes()
     return msg
 
 

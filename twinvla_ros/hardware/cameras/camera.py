@@ -34,6 +34,9 @@ class CameraConfig:
 class Frame:
     image: np.ndarray      # uint8 (H, W, 3) RGB, C-contiguous
     stamp: float           # seconds on the host's clock when the image was exposed
+    # uint16 (H, W) millimetres along the optical axis, pixel for pixel with `image` (0: no
+    # measurement); None from a camera that streams no depth.
+    depth: np.ndarray | None = None
 
 
 class Camera(ABC):
