@@ -1,6 +1,8 @@
-"""ros2 launch twinvla_ros anubis_policy.launch.py [sim:=true] [checkpoint:=DIR] [config:=FILE]
+"""ros2 launch twinvla_ros anubis_policy.launch.py [sim:=true|false] [checkpoint:=DIR] [config:=FILE]
 
-The robot (MuJoCo sim by default) and the TwinVLA policy node. The node graph comes from
+The robot (MuJoCo sim by default; sim:=false: the RealSense camera node and the arm driver on
+the Dynamixel buses, refused with the list of missing devices when any is absent) and the
+TwinVLA policy node. The node graph comes from
 twinvla_ros.bringup.graph, the same description the in-process runner (`twinvla-ros launch`) uses.
 Then: ros2 topic pub --once /instruction std_msgs/msg/String "{data: 'hand over the box'}"
 """

@@ -79,3 +79,10 @@ def test_runners_and_cli_start_nothing_without_the_hardware(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "not started" in err and "camera ego: no serial set" in err and str(tmp_path / "none") in err
+
+
+def test_cameras_lists_no_device_here(capsys):
+    from twinvla_ros.cli.main import main
+
+    assert main(["cameras"]) == 0
+    assert "no RealSense device connected" in capsys.readouterr().out
