@@ -65,18 +65,22 @@ def matrix_to_pose(matrix: np.ndarray) -> Pose:
     return pose
 
 
-def rgb_to_image(image: np.ndarray, stamp: Time, frame_id: str) -> Image:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
+def _image(pixels: np.ndarray, encoding: str, stamp: Time, frame_id: str) -> Image:
     msg = Image()
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
-    msg.encoding = "rgb8"
-    msg.is_bigendian = 0
-    msg.step = msg.width * 3
-    msg.data = np.ascontiguousarray(image).tobytes()
+    msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = int(pixels.dtype.itemsize > 1 and sys.byteorder == "big")
+    msg.step = int(pixels[0].nbytes)          # bytes per row, packed
+    msg.data = np.ascontiguousarray(pixels).tobytes()
     return msg
+
+
+def rgb_to_image(image: np.ndarray, stamp: Time, frame_id: str) -> Image:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
+    return _image(image, "rgb8", stamp, frame_id)
 
 
 def rgb_to_compressed(image: np.ndarray, stamp: Time, frame_id: str, quality: int = 90) -> CompressedImage:
@@ -103,15 +107,7 @@ def depth_to_image(depth: np.ndarray, stamp: Time, frame_id: str) -> Image:
     """uint16 HxW depth in millimetres -> 16UC1 Image (REP 118; realsense-ros' aligned depth)."""
     if depth.dtype != np.uint16 or depth.ndim != 2:
         raise ValueError(f"expected uint16 HxW depth in mm, got {depth.dtype} {depth.shape}")
-    msg = Image()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = int(depth.shape[0]), int(depth.shape[1])
-    msg.encoding = "16UC1"
-    msg.is_bigendian = int(sys.byteorder == "big")
-    msg.step = msg.width * 2
-    msg.data = np.ascontiguousarray(depth).tobytes()
-    return msg
+    return _image(depth, "16UC1", stamp, frame_id)
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
