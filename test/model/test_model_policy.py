@@ -19,15 +19,18 @@ def test_predict_equals_sample_of_encode(policy, obs):
     assert np.array_equal(a, policy.predict(obs, seed=5))
 
 
-def test_sampling_runs_only_the_head(policy, obs, monkeypatch):
+@pytest.mark.parametrize("exact", [False, True])
+def test_sampling_runs_only_the_head(policy, obs, monkeypatch, exact):
+    policy = TwinVLAPolicy(policy.model, policy.tokenizer, policy.statistics, exact=exact)
     ctx = policy.encode(obs)
     calls = []
     monkeypatch.setattr(policy.model, "run_twin_llm", lambda *a, **k: calls.append("llm"))
     monkeypatch.setattr(policy.model.vision_c, "forward", lambda *a, **k: calls.append("vision"))
     steps = []
     net = policy.model.decoder_c.net
-    original = net.forward_embedded
-    monkeypatch.setattr(net, "forward_embedded", lambda x, t, z: steps.append(x.shape[0]) or original(x, t, z))
+    name = "forward_embedded" if exact else "forward_tokens"  # the reference's step / the fused one
+    original = getattr(net, name)
+    monkeypatch.setattr(net, name, lambda x, *rest: steps.append(x.shape[0]) or original(x, *rest))
     policy.sample(ctx, seed=0)
     policy.sample(ctx, seed=1)
     assert calls == []
@@ -35,7 +38,9 @@ def test_sampling_runs_only_the_head(policy, obs, monkeypatch):
     assert steps == [4] * (2 * policy.num_flow_steps)
 
 
-def test_predict_batch_rows_equal_single_predictions(policy, make_observation):
+@pytest.mark.parametrize("exact", [False, True])
+def test_predict_batch_rows_equal_single_predictions(policy, make_observation, exact):
+    policy = TwinVLAPolicy(policy.model, policy.tokenizer, policy.statistics, exact=exact)
     batch = [
         make_observation(10, instruction="pick up the red cube"),
         make_observation(11, instruction="hand over the box to the other arm please", sizes=((100, 100), (64, 48), (300, 200))),

@@ -137,6 +137,19 @@ class DiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         return self.forward_embedded(x, self.t_embedder(t), self.z_embedder(z, drop_prob))
 
+    # The fused sampler's split: what does not depend on x is computed once per chunk.
+    def condition_tokens(self, t: torch.Tensor, z_emb: torch.Tensor) -> torch.Tensor:
+        """t (steps,), z_emb (N, 1, W) -> (steps, N, 1, W): the prepended token of every flow
+        step, positional embedding included (t_emb + z_emb + pos[0], as forward_embedded adds)."""
+        return self.t_embedder(t)[:, None, None, :] + z_emb + self.positional_embedding[0]
+
+    def forward_tokens(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x (N, L, A), c (N, 1, W) from condition_tokens -> (N, L, A) velocity."""
+        x = torch.cat((c, self.x_embedder(x) + self.positional_embedding[1:]), dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.final_layer(x[:, 1:, :])
+
 
 class ActionHead(nn.Module):
     """`decoder_c`: `combine` merges each arm's readout with that arm's normalized proprio."""

@@ -8,6 +8,7 @@ single-arm config. Sizes are always read, never assumed: any depth, width and im
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,20 @@ class TwinVLAConfig:
     def preset(cls, name: str) -> "TwinVLAConfig":
         if name == "eagle2-1b":
             return cls(llm=dict(EAGLE2_LLM), vision=dict(EAGLE2_VISION))
+        if name == "tiny-reference":
+            # The smallest configuration the authors' code builds (it hard-codes 24 layers and
+            # 448 px; DiT-S is its smallest head), with the tiny preset's widths and tokenizer:
+            # the size their code and this package were timed against each other on.
+            tiny = cls.preset("tiny")
+            return dataclasses.replace(
+                tiny,
+                llm={**tiny.llm, "num_hidden_layers": 24},
+                vision={**tiny.vision, "image_size": 448},
+                force_image_size=448,
+                dit_size="DiT-S",
+                readout_token_as_eos=True,
+                model_type="TinyReferenceTwinVLA",
+            )
         if name == "tiny":
             return cls(
                 llm=dict(TINY_LLM),
@@ -211,7 +226,7 @@ class TwinVLAConfig:
                 image_end_token_id=TINY_BASE_VOCAB + TINY_SPECIAL_TOKENS.index("</img>"),
                 model_type="TinyTwinVLA",
             )
-        raise ValueError(f"unknown preset {name!r}; known: 'eagle2-1b', 'tiny'")
+        raise ValueError(f"unknown preset {name!r}; known: 'eagle2-1b', 'tiny', 'tiny-reference'")
 
     # ---- JSON ----------------------------------------------------------------------------
     @classmethod

@@ -3,6 +3,9 @@
 encode() runs the VLM once (vision + twin LLM + readouts + condition embedding); sample() runs
 only the action head per flow step, so a chunk can be re-sampled (other noise, RTC guidance)
 without touching the VLM. predict(obs, seed=s) == sample(encode(obs), seed=s).
+
+Two paths (TwinVLAPolicy(exact=...)): the default fused one (the same function, ~1e-6 apart in
+fp32; see twin_llm), and exact=True, the reference's ops for bit parity with the authors' code.
 """
 from __future__ import annotations
 
@@ -65,7 +68,11 @@ class TwinVLAPolicy:
         cfg_scale: float | None = None,
         num_flow_steps: int | None = None,
         compile: bool = False,
+        exact: bool = False,
     ):
+        """exact: run the reference's ops (bit parity with the authors' code) instead of the
+        fused path. compile: torch.compile the fused path's flow step, and on a GPU its twin LLM
+        (first calls slow; CUDA graphs there); never the exact path, whose ops are the point."""
         cfg = model.config
         self.model = model.eval()
         self.config = cfg
@@ -78,11 +85,20 @@ class TwinVLAPolicy:
         # The reference's predict_action default: CFG 1.5 (1.0 = no CFG) with enable_cfg.
         self.cfg_scale = float(cfg_scale if cfg_scale is not None else (1.5 if cfg.enable_cfg else 1.0))
         self.num_flow_steps = int(num_flow_steps or cfg.test_denoising_steps)
+        self.exact = bool(exact)
         for p in self.model.parameters():
             p.requires_grad_(False)
         if compile:
+            # Shapes are fixed per instruction length: one graph each. "reduce-overhead" replays
+            # CUDA graphs (the small per-step kernels are launch-bound on a GPU).
+            cuda = self.model.device.type == "cuda"
+            mode = "reduce-overhead" if cuda else None
             net = self.model.decoder_c.net
-            net.forward_embedded = torch.compile(net.forward_embedded, dynamic=False)
+            net.forward_tokens = torch.compile(net.forward_tokens, dynamic=False, mode=mode)
+            if cuda:
+                # Not on the CPU: there each expert gathers its tokens, a data-dependent size
+                # that breaks the graph and recompiles per count.
+                self.model.fused_stack = torch.compile(self.model.fused_stack, dynamic=False, mode=mode)
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
@@ -97,6 +113,7 @@ class TwinVLAPolicy:
         cfg_scale: float | None = None,
         num_flow_steps: int | None = None,
         compile: bool = False,
+        exact: bool = False,
     ) -> "TwinVLAPolicy":
         path = Path(path)
         if tokenizer_path is None:
@@ -115,10 +132,11 @@ class TwinVLAPolicy:
             cfg_scale=cfg_scale,
             num_flow_steps=num_flow_steps,
             compile=compile,
+            exact=exact,
         )
 
     @classmethod
-    def tiny(cls, *, seed: int = 0, unnorm_key: str = "anubis_sim", statistics: dict[str, Any] | None = None) -> "TwinVLAPolicy":
+    def tiny(cls, *, seed: int = 0, unnorm_key: str = "anubis_sim", statistics: dict[str, Any] | None = None, exact: bool = False) -> "TwinVLAPolicy":
         """Random tiny model + tiny tokenizer, in memory (CPU demo and tests). `statistics` is one
         dataset_statistics.json entry ({"action": {...}, "proprio": {...}}) or a whole file's dict."""
         if statistics is None:
@@ -127,7 +145,7 @@ class TwinVLAPolicy:
             statistics = {unnorm_key: statistics}
         key = unnorm_key if unnorm_key in statistics else None  # a one-dataset file: its only key
         model = TwinVLA.random(TwinVLAConfig.preset("tiny"), seed=seed)
-        return cls(model, build_tiny_tokenizer(), statistics, unnorm_key=key)
+        return cls(model, build_tiny_tokenizer(), statistics, unnorm_key=key, exact=exact)
 
     def save_pretrained(self, path) -> None:
         path = Path(path)
@@ -155,18 +173,21 @@ class TwinVLAPolicy:
             raise ValueError(f"proprio must be finite numbers, got {proprio}")
 
     # ---- inference -----------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()  # no_grad and no autograd bookkeeping at all: a few % on small ops
     def encode_batch(self, observations: Sequence[Observation]) -> PolicyContext:
         for obs in observations:
             self.validate(obs)
         proprio = np.stack([self.normalizer.normalize_proprio(np.asarray(o.proprio, dtype=np.float64)) for o in observations])
+        model = self.model
         inputs = self.processor(
             [o.instruction for o in observations],
             [(o.image_ego, o.image_wrist_left, o.image_wrist_right) for o in observations],
             proprio,
-        )
-        model = self.model
-        z = model.condition(model.encode(inputs), inputs)
+            # The exact path resizes on the CPU, as the reference; the fused one where the model is.
+            device="cpu" if self.exact else model.device,
+            exact=self.exact,
+        ).to(model.device)
+        z = model.condition(model.encode(inputs, exact=self.exact), inputs)
         return PolicyContext(flow.embed_condition(model.decoder_c.net, z, self.cfg_scale), len(observations))
 
     def encode(self, obs: Observation) -> PolicyContext:
@@ -226,7 +247,8 @@ class TwinVLAPolicy:
             if B != 1:
                 raise ValueError("guided sampling takes one observation")
             rows = self._guidance_rows(guidance)
-        x = flow.sample(self.model.decoder_c.net, x, ctx.conditioning, self.num_flow_steps, rows)
+        sampler = flow.sample if self.exact else flow.sample_fused
+        x = sampler(self.model.decoder_c.net, x, ctx.conditioning, self.num_flow_steps, rows)
         return self._rows_to_chunks(x.detach(), B)
 
     def sample(self, ctx: PolicyContext, *, seed: int | None = None, noise=None, guidance: Guidance | None = None) -> np.ndarray:

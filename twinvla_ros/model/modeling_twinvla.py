@@ -77,30 +77,48 @@ class TwinVLA(TwinLLM):
         return self
 
     # ---- forward -------------------------------------------------------------------------
-    def embed_inputs(self, inputs: ModelInputs) -> torch.Tensor:
-        """Token embeddings with image, proprio and readout slots filled. -> (B, T, hidden)."""
+    def slot_columns(self, inputs: ModelInputs) -> dict[int, torch.Tensor]:
+        """The sequence columns of every slot role, on the model's device."""
+        return {role: inputs.columns(role).to(self.device) for role in (EGO, WRIST_L, WRIST_R, PROPRIO, READOUT)}
+
+    def embed_inputs(self, inputs: ModelInputs, exact: bool = True, columns: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Token embeddings with image, proprio and readout slots filled. -> (B, T, hidden).
+        exact=False runs the three cameras through the vision tower as one batch (the reference
+        runs one camera at a time; a batch rounds differently)."""
         dtype, device, cfg = self.dtype, self.device, self.config
+        columns = columns if columns is not None else self.slot_columns(inputs)
         ids = inputs.input_ids.to(device)
-        roles = inputs.modal.to(device)
+        B, D = ids.shape[0], self.config.hidden_size
         h = self.embed_tokens_c(ids)
-        for role, pixels in ((EGO, inputs.pixel_ego), (WRIST_L, inputs.pixel_left), (WRIST_R, inputs.pixel_right)):
-            tokens = image_tokens(self.vision_c, self.mlp1, pixels.to(device=device, dtype=dtype), cfg.downsample_ratio)
-            h[roles == role] = tokens.reshape(-1, h.shape[-1]).to(dtype)
+        cameras = ((EGO, inputs.pixel_ego), (WRIST_L, inputs.pixel_left), (WRIST_R, inputs.pixel_right))
+        pixels = [p.to(device=device, dtype=dtype) for _, p in cameras]
+        if exact:
+            tokens = [image_tokens(self.vision_c, self.mlp1, p, cfg.downsample_ratio) for p in pixels]
+        else:
+            tokens = image_tokens(self.vision_c, self.mlp1, torch.cat(pixels), cfg.downsample_ratio).split(B)
+        for (role, _), tok in zip(cameras, tokens):
+            h[:, columns[role]] = tok.to(dtype)
         proprio = inputs.proprio.to(device=device, dtype=dtype)
         sd = cfg.state_dim
-        # Slots are filled in row-major order: [s0 left, s0 right, s1 left, ...]. (The reference
-        # concatenates all left then all right, wrong for batch > 1.) One call per arm, as it does.
+        # Per sample [left, right] (the proprio columns ascend). (The reference concatenates all
+        # left then all right, wrong for batch > 1.) One call per arm, as it does.
         arm = torch.stack([self.embed_arm_state(proprio[:, :sd]), self.embed_arm_state(proprio[:, sd:])], dim=1)
-        h[roles == PROPRIO] = arm.reshape(-1, h.shape[-1]).to(dtype)
+        h[:, columns[PROPRIO]] = arm.to(dtype)
         if not cfg.readout_token_as_eos:
             per_sample = torch.cat([self.action_token_l, self.action_token_r], dim=0)
-            h[roles == READOUT] = per_sample.repeat(ids.shape[0], 1).to(dtype)
+            h[:, columns[READOUT]] = per_sample.expand(B, -1, D).to(dtype)
         return h
 
-    def encode(self, inputs: ModelInputs) -> torch.Tensor:
-        """Vision + twin LLM -> readout hidden states (2B, R, hidden): rows [s0 left, s0 right, ...]."""
-        h = self.run_twin_llm(self.embed_inputs(inputs), inputs.layout.to(self.device))
-        return h[inputs.modal.to(self.device) == READOUT].reshape(-1, self.config.num_readouts, h.shape[-1])
+    def encode(self, inputs: ModelInputs, exact: bool | None = None) -> torch.Tensor:
+        """Vision + twin LLM -> readout hidden states (2B, R, hidden): rows [s0 left, s0 right, ...].
+        exact: True the reference's ops (bit parity), False the fused inference path, None exact
+        while autograd records (see TwinLLM.run_twin_llm)."""
+        if exact is None:
+            exact = self.records_gradient()
+        inputs = inputs.to(self.device)  # all host-to-device copies first (no-ops when there)
+        columns = self.slot_columns(inputs)
+        h = self.run_twin_llm(self.embed_inputs(inputs, exact, columns), inputs.layout, exact=exact)
+        return h[:, columns[READOUT]].reshape(-1, self.config.num_readouts, h.shape[-1])
 
     def condition(self, readouts: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
         """Combined conditions z (2B, 1, hidden) for the head, in the head's dtype."""
@@ -108,11 +126,13 @@ class TwinVLA(TwinLLM):
         proprio = inputs.proprio.to(device=self.device, dtype=self.dtype).reshape(-1, self.config.state_dim)
         return self.decoder_c.condition(readouts.to(hd), proprio.to(hd))
 
-    def compute_loss(self, inputs: ModelInputs, actions: torch.Tensor) -> torch.Tensor:
+    def compute_loss(self, inputs: ModelInputs, actions: torch.Tensor, exact: bool = True) -> torch.Tensor:
         """The reference flow-matching loss. actions (B, L, 2A) normalized; view(-1, L, A) gives
-        the two head rows per sample (steps 0..L/2-1 and L/2..L-1, [L, R] interleaved)."""
+        the two head rows per sample (steps 0..L/2-1 and L/2..L-1, [L, R] interleaved).
+        exact=False trains through the fused twin LLM: faster, and the re-weighting's true
+        gradient instead of the reference's straight-through one."""
         cfg = self.config
-        z = self.condition(self.encode(inputs), inputs)
+        z = self.condition(self.encode(inputs, exact=exact), inputs)
         rows = actions.to(device=self.device, dtype=self.head_dtype).reshape(-1, cfg.action_len, cfg.action_dim)
         return flow_matching_loss(self.decoder_c.net, z, rows, cfg.diffusion_batch, 0.1 if cfg.enable_cfg else 0.0)
 

@@ -1,6 +1,7 @@
 """Pre/post-processing: images, the prompt and token layout, quantile normalization, tokenizers."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +34,19 @@ def base_prompt(task: str) -> str:
     return SYSTEM_PROMPT + PROMPT_TEMPLATE.format(task=task)
 
 
-def preprocess_image(image: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB at any size -> (3, size, size) float32: [0, 1], antialiased bicubic
-    resize without keeping the aspect ratio (skipped at the target size, as torchvision does),
-    then (x - 0.5) / 0.5."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(torch.float32) / 255.0
+def preprocess_image(image: np.ndarray, size: int, device: torch.device | str = "cpu", exact: bool = True) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB at any size -> (3, size, size) float32 on `device`: [0, 1],
+    antialiased bicubic resize without keeping the aspect ratio (skipped at the target size, as
+    torchvision does), then (x - 0.5) / 0.5. The uint8 image moves, not the 4x larger floats.
+    exact=False resizes the 0..255 values and scales once after (x * 2/255 - 1): the resize is
+    linear, so the same result up to rounding, with one pass over the full-size image fewer."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).to(torch.float32)
+    if exact:
+        x = x / 255.0
     x = x.permute(2, 0, 1)
     if tuple(x.shape[1:]) != (size, size):
         x = F.interpolate(x[None], size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0]
-    return (x - 0.5) / 0.5
+    return (x - 0.5) / 0.5 if exact else x.mul_(2.0 / 255.0).sub_(1.0)
 
 
 # ---- normalization --------------------------------------------------------------------------
@@ -197,6 +202,30 @@ class ModelInputs:
     pixel_right: torch.Tensor
     proprio: torch.Tensor
 
+    def columns(self, role: int) -> torch.Tensor:
+        """(n,) long, CPU: the sequence columns holding `role`. They are the same in every row
+        (the shared block is left-padded and the ego image ends it; the arm blocks are identical),
+        so slots fill and read by column, without a boolean gather (a host sync on a GPU)."""
+        modal = self.modal.cpu()
+        hits = modal[0] == role
+        if not torch.equal(modal == role, hits.expand_as(modal)):
+            raise ValueError(f"role {role} sits in different columns in different rows")
+        return hits.nonzero().squeeze(1)
+
+    def to(self, device: torch.device | str) -> "ModelInputs":
+        """What the model reads, on `device`, copied in one go before any kernel runs (a copy from
+        the host issued between kernels waits for them). `modal` stays: columns() reads it."""
+        move = lambda t: t.to(device)  # noqa: E731
+        return dataclasses.replace(
+            self,
+            input_ids=move(self.input_ids),
+            layout=self.layout.to(device),
+            pixel_ego=move(self.pixel_ego),
+            pixel_left=move(self.pixel_left),
+            pixel_right=move(self.pixel_right),
+            proprio=move(self.proprio),
+        )
+
 
 class TwinVLAProcessor:
     def __init__(self, config: TwinVLAConfig, tokenizer):
@@ -254,10 +283,13 @@ class TwinVLAProcessor:
         instructions: Sequence[str],
         images: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
         proprio_normalized: np.ndarray,
+        device: torch.device | str = "cpu",
+        exact: bool = True,
     ) -> ModelInputs:
-        """images: per sample (ego, left wrist, right wrist) uint8 RGB."""
+        """images: per sample (ego, left wrist, right wrist) uint8 RGB, resized on `device`
+        (exact: see preprocess_image)."""
         ids, roles, layout = self.tokens(instructions)
         size = self.config.image_size
-        pix = [torch.stack([preprocess_image(im[c], size) for im in images]) for c in range(3)]
+        pix = [torch.stack([preprocess_image(im[c], size, device, exact) for im in images]) for c in range(3)]
         proprio = torch.from_numpy(np.asarray(proprio_normalized).reshape(len(instructions), -1))
         return ModelInputs(ids, roles, layout, pix[0], pix[1], pix[2], proprio)

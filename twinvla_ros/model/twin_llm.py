@@ -7,9 +7,21 @@ only by its own stack. All three blocks attend jointly in every layer.
 Batches may mix instructions of different lengths: the shared block is left-padded to the
 longest one; pad tokens are masked out as keys and see only themselves, so a padded sample
 computes what it computes alone (up to float summation order).
+
+Two renderings of the same forward pass:
+- exact (`_run_exact`): the reference op for op: eager softmax, the straight-through
+  re-weighting, both experts for the shared tokens. Bit parity with the authors' code, and their
+  gradient; training uses it unless told otherwise.
+- fused (`_run_fused`, the inference default): the re-weighting folded into the softmax
+  (multiplying the shared-key weights by alpha and renormalising is softmax(scores + log(alpha)
+  on those columns); the 1e-6 clamp never acts, a row sums to >= 1) so attention runs in
+  `scaled_dot_product_attention` without materialising (B, H, T, T) weights; the shared
+  stream's averaged norms and projections pre-merged into one projection; on the CPU only the
+  chosen expert runs per shared token. The same function up to float rounding (~1e-6 in fp32).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +63,7 @@ class JointLayout:
     position_ids: torch.Tensor  # (B, T) long
     allowed: torch.Tensor  # (B, 1, T, T) bool
     shared_keys: torch.Tensor  # (B, 1, 1, T) bool: shared-block keys (pads included; their weight is 0)
+    padded: bool = False  # some sample's shared block is left-padded
 
     @classmethod
     def build(cls, shared_lens: list[int], arm_len: int, device=None) -> "JointLayout":
@@ -77,10 +90,25 @@ class JointLayout:
             position_ids=torch.stack(pos),
             allowed=torch.stack(allowed)[:, None],
             shared_keys=shared_keys.expand(len(shared_lens), T)[:, None, None, :],
+            padded=min(shared_lens) < C,
         )
 
     def to(self, device) -> "JointLayout":
-        return JointLayout(self.C, self.S, self.position_ids.to(device), self.allowed.to(device), self.shared_keys.to(device))
+        return JointLayout(self.C, self.S, self.position_ids.to(device), self.allowed.to(device), self.shared_keys.to(device), self.padded)
+
+    def sdpa_masks(self, dtype: torch.dtype, shared_bias: float) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Additive masks of the fused path (0 allowed, -inf not), queries split by block:
+        shared queries (B, 1, C, C), or None when nothing is padded (then plain causal);
+        arm queries (B, 1, 2S, T) with `shared_bias` (log alpha) on the shared-key columns.
+        Shared queries need no bias: all the keys they see are shared, and a constant added to a
+        whole row does not change its softmax."""
+        C, device = self.C, self.allowed.device
+        neg = torch.full((), float("-inf"), dtype=dtype, device=device)  # a fill, not a host copy
+        bias = torch.zeros(self.allowed.shape[-1], dtype=dtype, device=device)
+        bias[:C] = shared_bias
+        arms = torch.where(self.allowed[:, :, C:], bias, neg)
+        shared = torch.where(self.allowed[:, :, :C, :C], 0.0, neg) if self.padded else None
+        return shared, arms
 
     def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
         # As the reference: a float32 tensor filled with finfo(model dtype).min, 0 where allowed.
@@ -113,6 +141,46 @@ def _fuse(f_l: nn.Module, f_r: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (f_l(x) + f_r(x)) / 2.0
 
 
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """HF's rotary embedding x*cos + rotate_half(x)*sin. x (..., heads, hd), cos/sin (..., 1, hd)."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+@dataclass
+class FusedLayerWeights:
+    """Inference weights of one twin layer for the fused path, derived from its parameters (never
+    saved). Per stream (shared, left, right) q/k/v stacked into one projection with the input
+    RMSNorm weight folded in; for the shared stream the averages the exact path takes per token:
+    (f_l(x) + f_r(x)) / 2 of a norm or linear map is that map with averaged weights."""
+
+    qkv_weight: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ((Hq + 2 Hkv) hd, hidden) each
+    qkv_bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    o_shared: torch.Tensor  # (hidden, Hq hd)
+    post_norm_shared: torch.Tensor  # (hidden,)
+
+    @classmethod
+    def build(cls, lay_l: nn.Module, lay_r: nn.Module) -> "FusedLayerWeights":
+        a_l, a_r = lay_l.self_attn, lay_r.self_attn
+        dtype = a_l.q_proj.weight.dtype
+        # Derived in float32, stored in the model dtype.
+        stack_w = lambda a: torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).float()  # noqa: E731
+        stack_b = lambda a: torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).float()  # noqa: E731
+        n_l, n_r = lay_l.input_layernorm.weight.float(), lay_r.input_layernorm.weight.float()
+        w_l, w_r, b_l, b_r = stack_w(a_l), stack_w(a_r), stack_b(a_l), stack_b(a_r)
+        # Shared: the averaged projection applied to the averaged norm's output.
+        w_s, b_s = (w_l + w_r) / 2 * ((n_l + n_r) / 2), (b_l + b_r) / 2
+        o_s = (a_l.o_proj.weight.float() + a_r.o_proj.weight.float()) / 2
+        post_s = (lay_l.post_attention_layernorm.weight.float() + lay_r.post_attention_layernorm.weight.float()) / 2
+        cast = lambda t: t.to(dtype)  # noqa: E731
+        return cls(
+            (cast(w_s), cast(w_l * n_l), cast(w_r * n_r)),
+            (cast(b_s), cast(b_l), cast(b_r)),
+            cast(o_s),
+            cast(post_s),
+        )
+
+
 class TwinLLM(nn.Module):
     """The twin language model. TwinVLA subclasses it so these modules keep the published
     top-level names (`embed_tokens_c.`, `backbone_l.{i}.`, `backbone_r.{i}.`, `gates.{i}.`, `norm.`)."""
@@ -134,6 +202,10 @@ class TwinLLM(nn.Module):
         self.backbone_r = nn.ModuleList(Qwen2DecoderLayer(qcfg, i) for i in range(qcfg.num_hidden_layers))
         self.gates = nn.ModuleList(nn.Linear(hidden, 2) for _ in range(qcfg.num_hidden_layers))
         self.norm = Qwen2RMSNorm(hidden, eps=qcfg.rms_norm_eps)
+
+    def records_gradient(self) -> bool:
+        """Whether autograd records through the twin stacks now (training, not inference)."""
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.backbone_l.parameters())
 
     def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # Computed per call instead of a buffer: nothing to re-create after a meta-device build.
@@ -157,8 +229,18 @@ class TwinLLM(nn.Module):
         weights = F.dropout(weights, p=dropout, training=self.training).to(v.dtype)
         return torch.matmul(weights, v)
 
-    def run_twin_llm(self, h: torch.Tensor, layout: JointLayout) -> torch.Tensor:
-        """(B, T, hidden) slot-filled embeddings -> (B, T, hidden) after the shared final norm."""
+    def run_twin_llm(self, h: torch.Tensor, layout: JointLayout, exact: bool | None = None) -> torch.Tensor:
+        """(B, T, hidden) slot-filled embeddings -> (B, T, hidden) after the shared final norm.
+
+        exact=True: the reference op for op (bit parity; the straight-through re-weighting
+        gradient). exact=False: the fused path; under autograd its gradient is that of the
+        re-weighted attention itself, not the straight-through one. None: exact while autograd
+        records through the parameters (training keeps the reference's gradient), fused otherwise."""
+        if exact is None:
+            exact = self.records_gradient()
+        return self._run_exact(h, layout) if exact else self._run_fused(h, layout)
+
+    def _run_exact(self, h: torch.Tensor, layout: JointLayout) -> torch.Tensor:
         cos, sin = self.rotary(layout.position_ids, h.dtype)
         add_mask = layout.additive_mask(h.dtype) if self.reweight else None
         C, S = layout.C, layout.S
@@ -191,3 +273,99 @@ class TwinLLM(nn.Module):
             mr = lay_r.mlp(lay_r.post_attention_layernorm(xr))
             h = h + torch.cat([ms, ml, mr], dim=1)
         return self.norm(h)
+
+    # ---- fused path ----------------------------------------------------------------------
+    def fused_weights(self) -> list[FusedLayerWeights]:
+        """Per-layer FusedLayerWeights. With autograd off they are cached, and rebuilt when any
+        source parameter is replaced or changed in place (its storage or version counter moves:
+        a load, .to(), an optimizer step); with autograd on they are derived anew, in the graph."""
+        build = lambda: [FusedLayerWeights.build(l, r) for l, r in zip(self.backbone_l, self.backbone_r)]  # noqa: E731
+        if torch.is_grad_enabled():
+            return build()
+        key = tuple((p.data_ptr(), p._version) for stack in (self.backbone_l, self.backbone_r) for p in stack.parameters())
+        cached = getattr(self, "_fused_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, build())
+            self._fused_cache = cached
+        return cached[1]
+
+    def rotary_tables(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) -> cos, sin (T, B, 1, hd) for the sequence-first fused path. Qwen2's default
+        rope (attention scaling 1), computed where the positions are: no host copy."""
+        hd = self.head_dim
+        exponent = torch.arange(0, hd, 2, dtype=torch.int64, device=position_ids.device).float() / hd
+        inv_freq = 1.0 / (self.qwen2_config.rope_parameters["rope_theta"] ** exponent)
+        freqs = position_ids.t()[..., None].float() * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1).unsqueeze(2)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def joint_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, C: int, masks) -> torch.Tensor:
+        """(T, B, Hq, hd), (T, B, Hkv, hd) x2 -> (T, B, Hq * hd). Shared queries see only shared
+        keys, so they attend over the first C keys alone (causal unless padded); arm queries
+        over all T with the arm mask (its log-alpha columns are the re-weighting)."""
+        T, B = q.shape[:2]
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))  # (B, heads, T, hd) views
+        # CPU sdpa shares a KV head among its query heads itself; the masked CUDA kernels do not.
+        gqa = q.device.type == "cpu"
+        if not gqa:
+            k, v = repeat_kv(k, self.num_kv_groups), repeat_kv(v, self.num_kv_groups)
+        dropout = self.attention_dropout if self.training else 0.0
+        shared_mask, arm_mask = masks
+        sdpa = F.scaled_dot_product_attention
+        o_s = sdpa(q[:, :, :C], k[:, :, :C], v[:, :, :C], attn_mask=shared_mask, dropout_p=dropout,
+                   is_causal=shared_mask is None, scale=self.scaling, enable_gqa=gqa)
+        o_a = sdpa(q[:, :, C:], k, v, attn_mask=arm_mask, dropout_p=dropout, scale=self.scaling, enable_gqa=gqa)
+        return torch.cat([o_s.permute(2, 0, 1, 3), o_a.permute(2, 0, 1, 3)], dim=0).reshape(T, B, -1)
+
+    def twin_mlp(self, i: int, x: torch.Tensor, rows: tuple[slice, slice, slice], fw: FusedLayerWeights) -> torch.Tensor:
+        """(T*B, hidden) unit-RMS rows -> MLP outputs: shared rows through the expert their gate
+        picks, arm rows through their own stream's MLP."""
+        lay_l, lay_r = self.backbone_l[i], self.backbone_r[i]
+        ns = x[rows[0]] * fw.post_norm_shared
+        nl = x[rows[1]] * lay_l.post_attention_layernorm.weight
+        nr = x[rows[2]] * lay_r.post_attention_layernorm.weight
+        if self.records_gradient():  # the gates learn through the straight-through form
+            ms = moe_mlp(self.gates[i], lay_l.mlp, lay_r.mlp, ns).to(x.dtype)
+            return torch.cat([ms, lay_l.mlp(nl), lay_r.mlp(nr)])
+        # argmax of softmax(logits) is argmax of the logits (a tie picks the first, left).
+        logits = self.gates[i](ns)
+        right = logits[:, 1] > logits[:, 0]
+        if x.device.type != "cpu":
+            # Gathering tokens needs their count on the host (a sync, no CUDA graph): run both
+            # experts on the shared rows and select.
+            ms = torch.where(right[:, None], lay_r.mlp(ns), lay_l.mlp(ns))
+            return torch.cat([ms, lay_l.mlp(nl), lay_r.mlp(nr)])
+        # On the CPU each expert runs once, on the shared rows it won and its own arm's rows.
+        out = torch.empty_like(x)
+        for mlp, won, arm, n_arm in ((lay_l.mlp, ~right, rows[1], nl), (lay_r.mlp, right, rows[2], nr)):
+            idx = won.nonzero().squeeze(1)
+            y = mlp(torch.cat([ns[idx], n_arm]))
+            out[idx] = y[: idx.shape[0]]
+            out[arm] = y[idx.shape[0] :]
+        return out
+
+    def _run_fused(self, h: torch.Tensor, layout: JointLayout) -> torch.Tensor:
+        return self.fused_stack(h, layout, self.fused_weights())
+
+    def fused_stack(self, h: torch.Tensor, layout: JointLayout, weights: list[FusedLayerWeights]) -> torch.Tensor:
+        """The fused twin LLM given its weights (separate so that torch.compile sees no cache)."""
+        C, S = layout.C, layout.S
+        B, T, D = h.shape
+        Hq, hd = self.qwen2_config.num_attention_heads, self.head_dim
+        Hkv = Hq // self.num_kv_groups
+        eps = self.qwen2_config.rms_norm_eps
+        cos, sin = self.rotary_tables(layout.position_ids, h.dtype)
+        masks = layout.sdpa_masks(h.dtype, math.log(REWEIGHT_ALPHA) if self.reweight else 0.0)
+        # Sequence-first rows (T*B, hidden): every stream is one contiguous row range, any B.
+        h = h.transpose(0, 1).reshape(T * B, D)
+        rows = (slice(0, C * B), slice(C * B, (C + S) * B), slice((C + S) * B, T * B))
+        for i, (fw, lay_l, lay_r) in enumerate(zip(weights, self.backbone_l, self.backbone_r)):
+            x = F.rms_norm(h.float(), (D,), eps=eps).to(h.dtype)  # Qwen2RMSNorm's weight is folded into fw
+            qkv = torch.cat([F.linear(x[r], w, b) for r, w, b in zip(rows, fw.qkv_weight, fw.qkv_bias)])
+            qkv = qkv.view(T, B, Hq + 2 * Hkv, hd)
+            qk = rotate(qkv[:, :, : Hq + Hkv], cos, sin)
+            o = self.joint_attention(qk[:, :, :Hq], qk[:, :, Hq:], qkv[:, :, Hq + Hkv :], C, masks).view(T * B, -1)
+            o_l, o_r = lay_l.self_attn.o_proj, lay_r.self_attn.o_proj
+            h = h + torch.cat([F.linear(o[rows[0]], fw.o_shared), o_l(o[rows[1]]), o_r(o[rows[2]])])
+            h = h + self.twin_mlp(i, F.rms_norm(h.float(), (D,), eps=eps).to(h.dtype), rows, fw)
+        return self.norm(h.view(T, B, D).transpose(0, 1))
