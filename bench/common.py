@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import sys
+import time
 from pathlib import Path
 
 # The benchmarks run from a source checkout without installing the package.
@@ -28,3 +30,15 @@ def machine_line(**versions: str) -> str:
     extra = "".join(f", {name}={value}" for name, value in versions.items())
     return (f'machine=cpu="{cpu_model()}", cores={cores}, python={platform.python_version()}'
             f"{extra}, loadavg_1min={load:.2f}")
+
+
+def median_ms(action, repeats: int = 20, warmup: int = 1) -> float:
+    """Median wall time of `action()` in ms over `repeats` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        action()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)

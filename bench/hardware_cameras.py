@@ -28,7 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-from common import machine_line  # also puts the checkout on sys.path
+from common import machine_line, median_ms  # also puts the checkout on sys.path
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 CAMERAS = ("ego", "wrist_left", "wrist_right")
@@ -58,16 +58,6 @@ def test_image(seed: int) -> np.ndarray:
                      (200 * x + 40 * y, 60 + 150 * y, 128 + 90 * np.sin(6 * x + 4 * y + seed))], axis=-1)
     noise = np.random.default_rng(seed).normal(0, 4, base.shape)
     return np.clip(base + noise, 0, 255).astype(np.uint8)
-
-
-def median_ms(action, repeats: int) -> float:
-    action()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 def process_cpu_seconds() -> float:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine_line
+from common import machine_line, median_ms
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
 
 from twinvla_ros.model import Observation, TwinVLA, TwinVLAConfig, TwinVLAPolicy, build_tiny_tokenizer, default_statistics
@@ -58,17 +58,6 @@ def observation(seed: int = 0) -> Observation:
     wrists = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(2)]
     arm = [0.1, 0.05, 0.3, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.5]
     return Observation("pick up the red cube", ego, *wrists, np.asarray(arm + arm))
-
-
-def p50_ms(fn, n: int = 20, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
 
 
 def interleaved_ms(fns: dict, n: int) -> dict[str, float]:
@@ -189,7 +178,7 @@ def eagle_gpu(obs: Observation, tokenizer, cfg: TwinVLAConfig, flops: float | No
     model = TwinVLA.random(cfg, seed=0).to("cuda").set_dtype(torch.bfloat16)
     policy = TwinVLAPolicy(model, tokenizer, {"k": default_statistics()})
     torch.cuda.reset_peak_memory_stats()
-    ms = p50_ms(lambda: policy.predict(obs, seed=0), n=20, warmup=3)  # predict ends in .cpu(): synchronised
+    ms = median_ms(lambda: policy.predict(obs, seed=0), repeats=20, warmup=3)  # predict ends in .cpu(): synchronised
     print(f"eagle2_1b_gpu_predict_ms={ms:.1f}")
     print(f"eagle2_1b_gpu_max_memory_allocated_mb={torch.cuda.max_memory_allocated() / 2**20:.0f}")
     print(f"eagle2_1b_gpu_name={torch.cuda.get_device_name()}")
@@ -213,9 +202,9 @@ def main() -> None:
     obs = observation()
     tokenizer = build_tiny_tokenizer()
     tiny = TwinVLAPolicy.tiny(seed=0)
-    print(f"tiny_predict_ms={p50_ms(lambda: tiny.predict(obs, seed=0)):.1f}")
+    print(f"tiny_predict_ms={median_ms(lambda: tiny.predict(obs, seed=0), warmup=3):.1f}")
     ctx = tiny.encode(obs)
-    print(f"head_step_ms_tiny={p50_ms(lambda: tiny.sample(ctx, seed=0)) / tiny.num_flow_steps:.2f}")
+    print(f"head_step_ms_tiny={median_ms(lambda: tiny.sample(ctx, seed=0), warmup=3) / tiny.num_flow_steps:.2f}")
     reference_size(obs, tokenizer, max(7, args.repeats))
 
     cfg = tiny_tokenizer_config(TwinVLAConfig.preset("eagle2-1b"))
