@@ -6,6 +6,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
+from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.node import Node
 
 from waiting import wait_for
@@ -34,6 +35,16 @@ class Probe(Node):
     def latest(self, topic: str):
         with self._lock:
             return self.received[topic][-1][1] if self.received[topic] else None
+
+    def lifecycle_state(self, node: str) -> str:
+        """The label of managed node `node`'s state, as `ros2 lifecycle get` shows it."""
+        return self.call(GetState, f"{node}/get_state", GetState.Request()).current_state.label
+
+    def change_state(self, node: str, transition_id: int) -> bool:
+        """`ros2 lifecycle set`: True when the transition succeeded."""
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        return self.call(ChangeState, f"{node}/change_state", request).success
 
     def call(self, srv_type, name: str, request, timeout: float = 10.0):
         client = self.create_client(srv_type, name)

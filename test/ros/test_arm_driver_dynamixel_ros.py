@@ -6,7 +6,6 @@ import pytest
 import yaml
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import JointState
 
 import dynamixel_responder as dxl
@@ -24,12 +23,6 @@ pytestmark = [pytest.mark.ros]
 DRIVER = "/arm_driver_node"
 TORQUE_ENABLE, GOAL_POSITION = 64, 116
 DESCRIPTION = load_description()
-
-
-def change(probe, transition_id) -> bool:
-    request = ChangeState.Request()
-    request.transition.id = transition_id
-    return probe.call(ChangeState, f"{DRIVER}/change_state", request).success
 
 
 def torque_writes(servos):
@@ -76,7 +69,7 @@ def test_lifecycle_and_eef_targets_on_the_wire(robot):
         wait_for(lambda: probe.count_subscribers("/right_arm/eef_target"), 10.0, "the driver's subscription")
 
         # configure: the buses open and read the arms; no torque, no goal.
-        assert change(probe, Transition.TRANSITION_CONFIGURE)
+        assert probe.change_state(DRIVER, Transition.TRANSITION_CONFIGURE)
         state = wait_for(lambda: probe.latest("/joint_states"), 10.0, "joint states from the servos")
         right = [state.position[state.name.index(f"right_joint{i}")] for i in range(1, 7)]
         np.testing.assert_allclose(right, DESCRIPTION.arms["right"].home, atol=2e-3)
@@ -87,7 +80,7 @@ def test_lifecycle_and_eef_targets_on_the_wire(robot):
             assert not responder.writes_to(GOAL_POSITION)
 
         # activate: goal = present for every motor, then torque on.
-        assert change(probe, Transition.TRANSITION_ACTIVATE)
+        assert probe.change_state(DRIVER, Transition.TRANSITION_ACTIVATE)
         for side, responder in servos.items():
             on = [motor for motor, value in torque_writes(responder) if value == 1]
             assert sorted(on) == list(range(1, 8)), f"{side}: torque on for {on}"
@@ -113,7 +106,7 @@ def test_lifecycle_and_eef_targets_on_the_wire(robot):
         np.testing.assert_allclose(goal_angles(servos["left"]), DESCRIPTION.arms["left"].home, atol=2e-3)
 
         # deactivate: torque stays on, goals stop changing whatever is sent.
-        assert change(probe, Transition.TRANSITION_DEACTIVATE)
+        assert probe.change_state(DRIVER, Transition.TRANSITION_DEACTIVATE)
         servos["right"].clear_record()
         lower = PoseStamped(pose=matrix_to_pose(pose))
         lower.pose.position.z -= 0.08
@@ -124,8 +117,8 @@ def test_lifecycle_and_eef_targets_on_the_wire(robot):
         assert not torque_writes(servos["right"])
 
         # shutdown with torque_on_shutdown: off: torque goes off on every motor, the buses close.
-        assert change(probe, Transition.TRANSITION_INACTIVE_SHUTDOWN)
-        assert probe.call(GetState, f"{DRIVER}/get_state", GetState.Request()).current_state.label == "finalized"
+        assert probe.change_state(DRIVER, Transition.TRANSITION_INACTIVE_SHUTDOWN)
+        assert probe.lifecycle_state(DRIVER) == "finalized"
         for side, responder in servos.items():
             off = {motor for motor, value in torque_writes(responder) if value == 0}
             assert set(range(1, 8)) <= off, f"{side}: torque off for {sorted(off)} only"

@@ -9,7 +9,6 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import JointState
 
 from ros_probe import Probe, diagnostic_values, stream_until, wait_for
@@ -22,16 +21,6 @@ pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
 DRIVER = "/arm_driver_node"
 RIGHT = "arm_driver_node: right arm"
-
-
-def state(probe) -> str:
-    return probe.call(GetState, f"{DRIVER}/get_state", GetState.Request()).current_state.label
-
-
-def transition(probe, transition_id) -> bool:
-    request = ChangeState.Request()
-    request.transition.id = transition_id
-    return probe.call(ChangeState, f"{DRIVER}/change_state", request).success
 
 
 def torque_messages(probe, since):
@@ -56,13 +45,13 @@ def graph():
 def test_lifecycle_transitions_gate_torque_and_motion(graph):
     probe = graph.probe
     wait_for(lambda: probe.messages("/sim/joint_states"), 20.0, "the sim's joint states")
-    assert state(probe) == "unconfigured"
+    assert probe.lifecycle_state(DRIVER) == "unconfigured"
     start = time.monotonic()
     assert not probe.messages("/joint_states") and not probe.messages("/sim/joint_commands")
 
     # configure: the bus is open and measured, nothing is written to the motors.
-    assert transition(probe, Transition.TRANSITION_CONFIGURE)
-    assert state(probe) == "inactive"
+    assert probe.change_state(DRIVER, Transition.TRANSITION_CONFIGURE)
+    assert probe.lifecycle_state(DRIVER) == "inactive"
     wait_for(lambda: probe.latest("/right_arm/eef_pose"), 10.0, "eef_pose once configured")
     pose = pose_to_matrix(probe.latest("/right_arm/eef_pose").pose)
     pose[2, 3] += 0.05
@@ -79,8 +68,8 @@ def test_lifecycle_transitions_gate_torque_and_motion(graph):
     activated = time.monotonic()
     measured = np.array(probe.latest("/sim/joint_states").position)
     names = list(probe.latest("/sim/joint_states").name)
-    assert transition(probe, Transition.TRANSITION_ACTIVATE)
-    assert state(probe) == "active"
+    assert probe.change_state(DRIVER, Transition.TRANSITION_ACTIVATE)
+    assert probe.lifecycle_state(DRIVER) == "active"
     wait_for(lambda: torque_messages(probe, activated), 5.0, "torque on")
     assert all(all(e == 1.0 for e in m.effort) for m in torque_messages(probe, activated))
     first = wait_for(lambda: probe.messages("/sim/joint_commands", activated), 5.0, "the first joint targets")[0]
@@ -94,8 +83,8 @@ def test_lifecycle_transitions_gate_torque_and_motion(graph):
                  20.0, "the active driver to reach the target")
 
     # deactivate: commands are refused, the arm holds its last command.
-    assert transition(probe, Transition.TRANSITION_DEACTIVATE)
-    assert state(probe) == "inactive"
+    assert probe.change_state(DRIVER, Transition.TRANSITION_DEACTIVATE)
+    assert probe.lifecycle_state(DRIVER) == "inactive"
     held_since = time.monotonic()
     lower = PoseStamped(pose=matrix_to_pose(pose))
     lower.pose.position.z -= 0.08
@@ -109,10 +98,10 @@ def test_lifecycle_transitions_gate_torque_and_motion(graph):
     assert moving < held_since
 
     # cleanup, then shutdown: finalized, nothing written any more.
-    assert transition(probe, Transition.TRANSITION_CLEANUP)
-    assert state(probe) == "unconfigured"
-    assert transition(probe, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
-    assert state(probe) == "finalized"
+    assert probe.change_state(DRIVER, Transition.TRANSITION_CLEANUP)
+    assert probe.lifecycle_state(DRIVER) == "unconfigured"
+    assert probe.change_state(DRIVER, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    assert probe.lifecycle_state(DRIVER) == "finalized"
     done = time.monotonic()
     # The sim keeps publishing at 100 Hz: 50 of its states later, still no joint target.
     wait_for(lambda: len(probe.messages("/sim/joint_states", done)) >= 50, 10.0, "50 more sim states")
