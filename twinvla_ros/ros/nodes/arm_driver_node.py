@@ -201,9 +201,7 @@ class ArmDriverNode(TwinvlaLifecycleNode):
             except Exception:          # noqa: BLE001 -- SIGINT shut ROS down since the check above
                 if self.context.ok():
                     raise
-        for controller in self.controllers.values():
-            controller.set_enabled(False)
-        self._close_buses()
+        self.cleanup_devices()
         self.get_logger().info(f"arm driver {reason}: arms hold their last measured position")
 
     def _stop_servo(self) -> None:
@@ -283,9 +281,8 @@ class ArmDriverNode(TwinvlaLifecycleNode):
                                          send_torque, time.monotonic)
 
         def on_sim_state(msg: JointState):
-            for bus in list(self.buses.values()):
-                if isinstance(bus, SimArmBus):
-                    bus.on_joint_state(msg.name, msg.position, msg.velocity, msg.effort)
+            for bus in list(self.buses.values()):      # a copy: cleanup may empty it meanwhile
+                bus.on_joint_state(msg.name, msg.position, msg.velocity, msg.effort)
 
         subscription = self.subscribe(JointState, topics["states"], on_sim_state, COMMAND_QOS)
         self._bus_entities += [(self.destroy_publisher, command_pub), (self.destroy_publisher, torque_pub),
