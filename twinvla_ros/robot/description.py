@@ -42,6 +42,12 @@ class RobotDescription:
     arms: dict[str, ArmDescription]
 
     @property
+    def camera_frames(self) -> dict[str, str]:
+        """Camera name (robot.cameras.CAMERAS) -> the URDF optical frame its images are in."""
+        return {"ego": self.ego_camera_frame, "wrist_left": self.arms["left"].wrist_camera_frame,
+                "wrist_right": self.arms["right"].wrist_camera_frame}
+
+    @property
     def joint_names(self) -> tuple[str, ...]:
         """All actuated joints in /joint_states order: left arm, left gripper, right arm, right gripper."""
         names: list[str] = []

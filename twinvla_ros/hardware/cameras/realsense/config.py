@@ -34,11 +34,8 @@ MAX_FPS = 300               # the D4xx top out at 300 fps (infrared); colour at 
 @lru_cache(maxsize=1)
 def optical_frames() -> dict[str, str]:
     """Camera name -> the URDF optical frame its images are expressed in (the frame_id of its
-    messages), as the robot description names them."""
-    description = load_description()
-    return {"ego": description.ego_camera_frame,
-            "wrist_left": description.arms["left"].wrist_camera_frame,
-            "wrist_right": description.arms["right"].wrist_camera_frame}
+    messages), as the robot description names them (read once)."""
+    return load_description().camera_frames
 
 
 @dataclass(frozen=True)
