@@ -155,16 +155,18 @@ def test_camera_info_is_the_devices_intrinsics(graph):
 
 
 def test_stamps_are_the_exposure_times_and_shared_by_a_frames_messages(graph):
+    # Every message is taken before `now`: frames keep arriving, and one received after `now`
+    # would rightly carry a later exposure.
+    received = {name: {kind: graph.probe.streams[name][kind].messages() for kind in ("image", "info", "compressed")}
+                for name in CAMERAS}
     now = time.time()
-    for name in CAMERAS:
-        streams = graph.probe.streams[name]
-        images = streams["image"].messages()
-        stamps = [stamp_to_seconds(m.header.stamp) for m in images]
+    for name, messages in received.items():
+        stamps = [stamp_to_seconds(m.header.stamp) for m in messages["image"]]
         # The software cameras expose at the push, on the host clock = the node's ROS clock.
         assert all(graph.started <= stamp <= now for stamp in stamps)
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-        info_stamps = {stamp_to_seconds(m.header.stamp) for m in streams["info"].messages()}
-        jpeg_stamps = {stamp_to_seconds(m.header.stamp) for m in streams["compressed"].messages()}
+        info_stamps = {stamp_to_seconds(m.header.stamp) for m in messages["info"]}
+        jpeg_stamps = {stamp_to_seconds(m.header.stamp) for m in messages["compressed"]}
         assert set(stamps) & info_stamps & jpeg_stamps, f"{name}: no frame with image, info and JPEG alike"
 
 
