@@ -18,7 +18,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
         ("share/" + package_name + "/urdf", glob("urdf/*.urdf")),
     ],
     install_requires=["setuptools"],
@@ -35,6 +35,9 @@ setup(
             "sim_node = twinvla_ros.ros.nodes.sim_node:main",
             "camera_node = twinvla_ros.ros.nodes.camera_node:main",
             "policy_node = twinvla_ros.ros.nodes.policy_node:main",
+            "teleop_node = twinvla_ros.ros.nodes.teleop_node:main",
+            "recorder_node = twinvla_ros.ros.nodes.recorder_node:main",
+            "record_keys = twinvla_ros.cli.record:keys_main",
         ],
     },
 )

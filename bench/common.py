@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,3 +43,13 @@ def median_ms(action, repeats: int = 20, warmup: int = 1) -> float:
         action()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
+
+
+def record_sim_demos(out: Path, episodes: int) -> None:
+    """lift_box demonstrations recorded by the real graph (`twinvla-ros record --sim`, the
+    scripted expert) into `out`; exits with the recorder's error if it fails."""
+    done = subprocess.run([sys.executable, "-m", "twinvla_ros.cli.main", "record", "--sim", "--task", "lift_box",
+                           "--episodes", str(episodes), "--out", str(out), "--isolate"], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"recording the demos failed:\n{done.stderr[-3000:]}")
+

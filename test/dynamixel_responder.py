@@ -227,6 +227,7 @@ class DynamixelResponder:
         self.instructions: list[Instruction] = []
         self.replies = 0                  # status packets sent
         self._corrupt = 0
+        self._short = 0
         self._lock = threading.Lock()
         self._buffer = bytearray()
         self._master, self._slave = os.openpty()
@@ -276,6 +277,13 @@ class DynamixelResponder:
         """Break the CRC of the next `count` status packets."""
         with self._lock:
             self._corrupt = count
+
+    def short_replies(self, count: int) -> None:
+        """Send the next `count` status packets with their last three data bytes left out (valid
+        CRC): what a late reply to an earlier, shorter read looks like to the reader. (The SDK
+        takes the CRC for data when one or two bytes are missing.)"""
+        with self._lock:
+            self._short = count
 
     def received(self, instruction: int | None = None) -> list[Instruction]:
         with self._lock:
@@ -355,6 +363,9 @@ class DynamixelResponder:
             yield instruction
 
     def _send(self, motor_id: int, error: int, data: bytes = b"") -> None:
+        if self._short and len(data) > 3:
+            self._short -= 1
+            data = data[:-3]
         reply = bytearray(packet(motor_id, STATUS, bytes([error]) + data))
         if self._corrupt:
             self._corrupt -= 1

@@ -22,8 +22,8 @@ LAYERS = {
     "hardware": 2, "data": 2,
     "control": 3, "training": 3,
     "ros": 4,
-    "bringup": 5,
-    "cli": 6, "evaluation": 6,
+    "bringup": 5, "evaluation": 5,
+    "cli": 6,
 }
 ROS_LAYERS = {"ros", "bringup"}
 ROS_MODULES = {"rclpy", "launch", "launch_ros", "message_filters", "ament_index_python", "rosidl_runtime_py",

@@ -86,3 +86,25 @@ def test_cameras_lists_no_device_here(capsys):
 
     assert main(["cameras"]) == 0
     assert "no RealSense device connected" in capsys.readouterr().out
+
+
+def test_the_teleop_graph_also_needs_its_leader_arms(tmp_path):
+    from twinvla_ros.bringup.graph import teleop_record
+
+    masters, ports = [], {}
+    for role in ("follower_left", "follower_right"):
+        master, slave = os.openpty()
+        masters += [master, slave]
+        ports[role] = os.ttyname(slave)
+    ports.update(leader_left=str(tmp_path / "no_leader_left"), leader_right=str(tmp_path / "no_leader_right"))
+    try:
+        path = hardware_file(tmp_path, ports, {"ego": "111", "wrist_left": "222", "wrist_right": "333"})
+        specs = teleop_record(sim=False, task="fold the towel", **{
+            node: {"hardware_config": str(path)} for node in ("camera_node", "arm_driver_node", "teleop_node")})
+        problems = missing_hardware(specs, connected_cameras=lambda: ["111", "222", "333"])
+    finally:
+        for fd in masters:
+            os.close(fd)
+    assert len(problems) == 2, problems
+    assert all("leader_" in p and "not found" in p for p in problems), problems
+    assert missing_hardware(teleop_record(sim=True, task="lift_box")) == []

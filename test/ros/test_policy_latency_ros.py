@@ -3,7 +3,9 @@
 
 A missed control tick would leave a 100 ms hole in the 20 Hz target stream (measured on the
 targets' stamps, the policy's publish times); on a stall the policy re-publishes its last
-action, so a hole means the control loop itself was late. Stall
+action, so a hole means the control loop itself was late. A hole the arm driver's stream shares
+is the shared machine pausing every process and is left out (one CI run had a 651 ms hole
+with no stall tick counted, the loop itself not running). Stall
 ticks (the scheduler had no new action) are counted on /diagnostics.
 """
 import time
@@ -14,6 +16,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -31,6 +34,7 @@ MISSED_TICK = 0.09           # s: shorter holes are scheduling jitter of a share
 # Stall ticks tolerated in a steady-state window: the benchmark measures 0 (bench/RESULTS.md);
 # CI shares its two cores with other work, and a held tick is not a pause of the arms.
 TOLERATED_STALLS = 2
+HALF_CHUNK_S = 0.475         # half of a 20-step chunk at 20 Hz
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,7 @@ def graph():
         for side in ("left", "right"):
             probe.record(PoseStamped, f"/{side}_arm/eef_target", COMMAND_QOS)
         probe.record(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        probe.record(JointState, "/joint_states", COMMAND_QOS)
         here.add_node(probe)
         probe.instruction = probe.create_publisher(String, "/instruction", COMMAND_QOS)
         wait_for(lambda: "input_skew_ms" in diagnostic_values(probe, POLICY) or processes.failed(), 120.0,
@@ -79,44 +84,66 @@ def steady_window(probe, seconds):
 
 def largest_gap(probe, since):
     """The longest time between two consecutive targets as the policy published them (their
-    header stamps): the control loop's own holes, not this process's pauses in receiving them
-    (which grow with what the test session has run before)."""
-    return max(max(np.diff([stamp_to_seconds(msg.header.stamp) for _, msg in
-                            probe.stamped(f"/{side}_arm/eef_target", since)]), default=0.0)
-               for side in ("left", "right"))
+    header stamps: the control loop's own holes, not this process's pauses in receiving them),
+    leaving out holes the arm driver's /joint_states (another process, 50 Hz, stamped as
+    published) shared for at least half their length: those are the shared machine stopping
+    every process, which no scheduling in the policy can prevent. A policy that waits for its
+    model leaves a hole the driver's stream does not have."""
+    state = np.array([stamp_to_seconds(msg.header.stamp) for _, msg in probe.stamped("/joint_states", since)])
+    worst = 0.0
+    for side in ("left", "right"):
+        stamps = [stamp_to_seconds(msg.header.stamp) for _, msg in probe.stamped(f"/{side}_arm/eef_target", since)]
+        for t0, t1 in zip(stamps[:-1], stamps[1:]):
+            hole = t1 - t0
+            if hole <= worst:
+                continue
+            edges = np.concatenate([[t0], state[(state > t0) & (state < t1)], [t1]])
+            if np.diff(edges).max() < 0.5 * hole:      # the driver kept publishing meanwhile
+                worst = hole
+    return worst
 
 
-def test_latency_a_chunk_can_cover_never_pauses_the_arms(probe):
-    """0.4 s added to every inference (~0.55 s in all, more than half a chunk)."""
-    assert set_parameter(probe, "injected_latency", 0.4).successful
+def start_task(probe):
+    """Sends the task; returns a report taken once four chunks of it were accepted (by then
+    every result of a request made before the instruction has come back and been dropped)."""
     since = time.monotonic()
     probe.instruction.publish(String(data=TASK))
     wait_for(lambda: len(probe.stamped("/right_arm/eef_target", since)) >= 10, 30.0, "the task's targets")
     running = policy_report(probe, time.monotonic(), lambda v: v["state"] == "running", what="the task running")
-    policy_report(probe, time.monotonic(), lambda v: int(v["chunks"]) >= int(running["chunks"]) + 4,
-                  what="four chunks with the added latency")
+    return policy_report(probe, time.monotonic(), lambda v: int(v["chunks"]) >= int(running["chunks"]) + 4,
+                         what="four chunks of the task")
+
+
+def test_latency_a_chunk_can_cover_never_pauses_the_arms(probe):
+    """Latency added to every inference up to ~0.55 s in all: more than half of a 0.95 s
+    chunk, less than it with margin, whatever the model itself takes on this machine."""
+    model_s = float(start_task(probe)["inference_p50_ms"]) / 1e3
+    injected = max(0.05, 0.55 - model_s)
+    assert set_parameter(probe, "injected_latency", injected).successful
+    added = time.monotonic()
+    policy_report(probe, added, lambda v: float(v["latency_estimate_s"]) > HALF_CHUNK_S,
+                  what="the added latency estimated")
     start, first, last = steady_window(probe, 12.0)
-    assert float(last["latency_estimate_s"]) > 0.4
+    assert float(last["latency_estimate_s"]) > HALF_CHUNK_S, f"model {model_s:.2f} s + {injected:.2f} s: {last}"
     assert int(last["chunks"]) >= int(first["chunks"]) + 8
     stalls = int(last["stall_ticks"]) - int(first["stall_ticks"])
-    assert stalls <= TOLERATED_STALLS, f"{stalls} stall ticks in 12 s: {last}"
+    assert stalls <= TOLERATED_STALLS, f"{stalls} stall ticks in 12 s (model {model_s:.2f} s + {injected:.2f} s): {last}"
     gap = largest_gap(probe, start)
     assert gap < MISSED_TICK, f"a {gap * 1e3:.0f} ms hole in the target stream"
 
 
 def test_repeating_the_instruction_continues_the_task(probe):
     """What `ros2 topic pub /instruction ...` without --once does: the same text once a second."""
-    since = time.monotonic()
-    probe.instruction.publish(String(data=TASK))
-    # The task's first chunk is executing (the counters on /diagnostics are cumulative).
-    wait_for(lambda: len(probe.stamped("/right_arm/eef_target", since)) >= 10, 30.0, "the task's targets")
-    first = policy_report(probe, time.monotonic(), lambda v: v["state"] == "running", what="the task running")
+    first = start_task(probe)             # the counters on /diagnostics are cumulative
     repeating = time.monotonic()
     run_for(10.0, 1.0, lambda: probe.instruction.publish(String(data=TASK)))
     last = policy_report(probe, repeating + 10.0, lambda v: int(v["repeated_instructions"]) >= 10,
                          what="ten repeats counted")
     assert last["instruction"] == TASK and last["state"] == "running"
-    assert last["dropped_chunks"] == first["dropped_chunks"], "a repeat dropped a chunk"
+    # A stale-input hold cancels what is in flight (its results are dropped); a repeat must not.
+    drops = int(last["dropped_chunks"]) - int(first["dropped_chunks"])
+    holds = int(last["input_holds"]) - int(first["input_holds"])
+    assert drops <= 3 * holds, f"{drops} chunks dropped with {holds} input holds while repeating: {last}"
     assert last["rejected_instructions"] == first["rejected_instructions"]
     stalls = int(last["stall_ticks"]) - int(first["stall_ticks"])
     assert stalls <= TOLERATED_STALLS, f"{stalls} stall ticks while the instruction was repeated"

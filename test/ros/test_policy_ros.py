@@ -277,8 +277,11 @@ def test_a_silent_camera_holds_the_policy_until_it_returns(graph, policy):
     since = time.monotonic()
     say(graph, TASK)
     wait_targets(probe, 5, since)
-    running = wait_report(probe, lambda r: r.level == 0 and r.values["state"] == "running", "the policy running",
-                          time.monotonic())
+    # Running and not holding; on a slow machine the report may also warn about the model's latency.
+    def unheld(r):
+        return r.level < 2 and r.values["state"] == "running" and "hold_reason" not in r.values
+
+    running = wait_report(probe, unheld, "the policy running", time.monotonic())
     holds = int(running.values["input_holds"])
     sim.set_parameters([Parameter("muted_cameras", value=["wrist_left"])])
     held = wait_report(probe, lambda r: r.message.startswith("holding: "), "the policy to hold", running.received)
@@ -291,9 +294,10 @@ def test_a_silent_camera_holds_the_policy_until_it_returns(graph, policy):
     assert {r.values["published_actions"] for r in later} == {held.values["published_actions"]}
     assert len(target_times(probe, since=held.received)) == 0
     sim.set_parameters([Parameter("muted_cameras", value=[""])])
-    back = wait_report(probe, lambda r: r.level == 0 and r.values["state"] == "running", "the policy to resume",
-                       later[-1].received)
-    assert "hold_reason" not in back.values and back.values["input_holds"] == str(holds + 1)
+    back = wait_report(probe, unheld, "the policy to resume", later[-1].received)
+    # The mute was one hold (checked above while it lasted); a loaded machine may add a brief
+    # stale-input hold of its own before the resumed report.
+    assert "hold_reason" not in back.values and int(back.values["input_holds"]) >= holds + 1
     wait_targets(probe, 5, back.received, "actions after the camera returned")
 
 

@@ -21,7 +21,7 @@ from twinvla_ros.bringup.runner import GraphRunner
 from twinvla_ros.robot.description import load_description
 from twinvla_ros.robot.kinematics import ArmKinematics
 from twinvla_ros.robot.rotations import rotation_angle_between
-from twinvla_ros.ros.messages import matrix_to_pose, pose_to_matrix
+from twinvla_ros.ros.messages import matrix_to_pose, pose_to_matrix, stamp_to_seconds
 from twinvla_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
@@ -238,9 +238,11 @@ def test_estop_freezes_at_the_measured_pose_and_latches(probe):
                        3.0, "the e-stop on /diagnostics")
     assert engaged.level == bytes([2])
     since = time.monotonic() + 0.3                      # braking done
-    stream_target(probe, far, 1.0)                      # ignored while latched
+    # Ignored while latched: streamed until 50 bus commands came after the braking (0.5 s at the
+    # 100 Hz servo rate; longer when a loaded machine slows this one-process graph).
+    stream_until(lambda: send(probe, far), lambda: len(commanded(probe, "right", since)) > 50, 10.0,
+                 "50 bus commands while the e-stop is latched")
     after = commanded(probe, "right", since)
-    assert len(after) > 50
     assert np.ptp(after[:, :6], axis=0).max() == 0.0
     assert np.linalg.norm(eef_pose(probe)[:3, 3] - far[:3, 3]) > 0.05
     distance = wait_for(lambda: diagnostic_values(probe, RIGHT, pressed).get("estop_stop_distance_mm"), 3.0,
@@ -300,10 +302,17 @@ def test_a_target_below_the_table_stops_at_the_table_margin(probe):
     clamped = counter(probe, RIGHT, "workspace_clamped")
     stream_until(lambda: send(probe, below), lambda: abs(eef_pose(probe)[2, 3] - floor) < 0.004, 15.0,
                  "the EEF at the workspace floor")
-    stream_target(probe, below, 0.5)
+    since = time.monotonic()
+
+    def workspace_reported():
+        return any("workspace" in status.message for array in probe.messages("/diagnostics", since)
+                   for status in array.status if status.name == RIGHT)
+
+    # Looked for while the target streams: once it stops, the newest status may already say
+    # "stale", and on a loaded machine a fixed window can pass without a diagnostics message.
+    stream_until(lambda: send(probe, below), workspace_reported, 10.0, "the workspace clamp on /diagnostics")
     assert eef_pose(probe)[2, 3] > floor - 0.004                   # and not lower
     assert counter(probe, RIGHT, "workspace_clamped") > clamped
-    assert "workspace" in diagnostic_status(probe, RIGHT).message
 
 
 def test_live_parameters_take_effect_and_the_rest_are_refused(graph, probe):
@@ -390,8 +399,13 @@ def test_camera_topics_arrive_at_the_rate_with_encoding_size_and_frames(probe):
                          for c in CAMERAS), 10.0, "four seconds of frames from every camera")
     for camera in CAMERAS:
         stamped = probe.stamped(f"/cameras/{camera}/color/image_raw", since)
-        rate = (len(stamped) - 1) / (stamped[-1][0] - stamped[0][0])
-        assert abs(rate - CAMERA_RATE) <= 0.1 * CAMERA_RATE, f"{camera}: {rate:.1f} Hz"
+        # The sim's pacing, from the frames' own stamps: the median interval is the period even
+        # when this (same-process, best-effort) receiver misses a frame on a loaded machine.
+        stamps = np.array([stamp_to_seconds(msg.header.stamp) for _, msg in stamped])
+        period = float(np.median(np.diff(stamps)))
+        assert abs(1.0 / period - CAMERA_RATE) <= 0.1 * CAMERA_RATE, f"{camera}: frames {period * 1e3:.1f} ms apart"
+        received = (len(stamped) - 1) / (stamped[-1][0] - stamped[0][0])
+        assert received >= 0.5 * CAMERA_RATE, f"{camera}: {received:.1f} Hz received"
         image = stamped[-1][1]
         assert (image.encoding, image.height, image.width, image.step) == ("rgb8", 240, 320, 960)
         expected_frame = ("ego_camera_color_optical_frame" if camera == "ego"

@@ -36,6 +36,8 @@ CAMERA_NODE = NodeSpec("camera_node", "camera_node", "twinvla_ros.ros.nodes.came
 ARM_DRIVER = NodeSpec("arm_driver_node", "arm_driver_node", "twinvla_ros.ros.nodes.arm_driver_node:ArmDriverNode")
 POLICY = NodeSpec("policy_node", "policy_node", "twinvla_ros.ros.nodes.policy_node:PolicyNode",
                   process_setup="twinvla_ros.ros.nodes.policy_node:configure_process")
+TELEOP = NodeSpec("teleop_node", "teleop_node", "twinvla_ros.ros.nodes.teleop_node:TeleopNode")
+RECORDER = NodeSpec("recorder_node", "recorder_node", "twinvla_ros.ros.nodes.recorder_node:RecorderNode")
 
 
 def load_parameter_file(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -101,6 +103,35 @@ def anubis_policy(sim: bool = True, checkpoint: str = "", config: str | Path | N
     return _build([*robot_nodes, POLICY], [*robot_configs, "anubis_policy.yaml"], config, overrides, checkpoint)
 
 
+def teleop_record(sim: bool = False, task: str = "", output_dir: str = "", config: str | Path | None = None,
+                  **overrides) -> list[NodeSpec]:
+    """Demonstrations: the robot, the teleop node (leader arms, or the sim's scripted expert) and
+    the recorder (one MCAP bag per episode). `task`: with the sim, the sim task (the scene, the
+    expert and the episodes' task text follow it); on the robot, the episodes' task text.
+    `output_dir`: where the episodes go."""
+    robot_nodes, robot_configs = SIM_ROBOT if sim else REAL_ROBOT
+    teleop = replace(TELEOP, parameters={"backend": "sim_expert" if sim else "leader"})
+    named: dict[str, dict[str, Any]] = {"recorder_node": {"robot": "anubis_sim" if sim else "anubis"}}
+    if task:
+        named.setdefault("sim_node" if sim else "recorder_node", {})["task"] = task
+    if output_dir:
+        named["recorder_node"]["output_dir"] = str(output_dir)
+    for node, params in overrides.items():   # the caller's overrides win over the arguments
+        named[node] = {**named.get(node, {}), **params}
+    specs = _build([*robot_nodes, teleop, RECORDER], [*robot_configs, "teleop_record.yaml"], config, named)
+    if not sim:
+        return specs
+    # One task for the scene, the expert and the recorder: the sim node's; the episodes' task
+    # text is that task's instruction unless the caller gave one.
+    from twinvla_ros.sim.scene import task_spec
+
+    sim_task = next(s for s in specs if s.name == SIM_NODE.name).parameters.get("task", "handover_box")
+    synced = {TELEOP.name: {"task": sim_task}}
+    if not named["recorder_node"].get("task"):
+        synced[RECORDER.name] = {"task": task_spec(sim_task).instruction}
+    return [replace(s, parameters={**s.parameters, **synced[s.name]}) if s.name in synced else s for s in specs]
+
+
 def robot_state_publisher(specs: list[NodeSpec]) -> NodeSpec | None:
     """robot_state_publisher for a graph with an arm driver, so RViz and Foxglove get the
     robot model and TF; the arm driver then leaves /robot_description to it. Only `ros2 launch`
@@ -116,4 +147,5 @@ GRAPHS: dict[str, Callable[..., list[NodeSpec]]] = {
     "sim_robot": sim_robot,
     "real_robot": real_robot,
     "policy": policy_only,
+    "teleop_record": teleop_record,
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from twinvla_ros.bringup.graph import ARM_DRIVER, CAMERA_NODE, NodeSpec
+from twinvla_ros.bringup.graph import ARM_DRIVER, CAMERA_NODE, TELEOP, NodeSpec
 from twinvla_ros.robot.bimanual import ARMS
 from twinvla_ros.robot.cameras import CAMERAS
 
@@ -18,12 +18,13 @@ class HardwareMissing(RuntimeError):
     """Devices a real-robot graph needs are absent or not configured."""
 
 
-def _arm_problems(parameters: dict) -> list[str]:
+def _arm_problems(parameters: dict, role_parameter: str = "{side}_arm_role",
+                  default_role: str = "follower_{side}") -> list[str]:
     from twinvla_ros.hardware.motors.dynamixel import load_arm_config
 
     problems = []
     for side in ARMS:
-        role = parameters.get(f"{side}_arm_role", f"follower_{side}")
+        role = parameters.get(role_parameter.format(side=side), default_role.format(side=side))
         try:
             config = load_arm_config(role, parameters.get("hardware_config") or None)
         except ValueError as error:
@@ -72,6 +73,8 @@ def missing_hardware(specs: list[NodeSpec],
         parameters = spec.parameters
         if spec.name == ARM_DRIVER.name and parameters.get("backend") == "dynamixel":
             problems += _arm_problems(parameters)
+        elif spec.name == TELEOP.name and parameters.get("backend") == "leader":
+            problems += _arm_problems(parameters, "{side}_leader_role", "leader_{side}")
         elif spec.name == CAMERA_NODE.name and parameters.get("backend") == "realsense":
             problems += _camera_problems(parameters, connected_cameras)
     return problems

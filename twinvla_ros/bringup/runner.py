@@ -14,6 +14,7 @@ setup for a real network, twinvla_ros.bringup.dds.network_dds_environment).
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import signal
@@ -35,7 +36,7 @@ from rclpy.parameter import Parameter
 
 from twinvla_ros.bringup.graph import NodeSpec
 from twinvla_ros.bringup.preflight import require_hardware
-from twinvla_ros.ros.node import TwinvlaLifecycleNode, spin_until
+from twinvla_ros.ros.node import TwinvlaLifecycleNode, freeze_long_lived_objects, spin_until
 
 
 def _resolve(reference: str) -> Callable:
@@ -60,6 +61,7 @@ class GraphRunner:
     def __init__(self, specs: list[NodeSpec]):
         self.specs = specs
         self.context = Context()
+        self._froze = False
         self.nodes: dict[str, Node] = {}
         self._executors: list[SingleThreadedExecutor] = []
         self._threads: list[threading.Thread] = []
@@ -79,6 +81,11 @@ class GraphRunner:
         except BaseException:
             self.stop()
             raise
+        # As a node's own process does (run_node); a runner of no nodes (a probe's) has nothing to
+        # keep off the collector, and a full collection of a test process costs a second.
+        self._froze = bool(self.nodes)
+        if self._froze:
+            freeze_long_lived_objects()
         for node in self.nodes.values():
             self.add_node(node)
         return self
@@ -117,6 +124,9 @@ class GraphRunner:
         self.nodes.clear()
         if self.context.ok():
             rclpy.shutdown(context=self.context)
+        if self._froze:
+            gc.unfreeze()      # the stopped graph's objects may be collected again
+            self._froze = False
 
     def __enter__(self) -> "GraphRunner":
         return self.start()

@@ -19,19 +19,10 @@ import numpy as np
 from twinvla_ros.bringup.dds import isolate_dds
 from twinvla_ros.bringup.graph import anubis_policy
 from twinvla_ros.bringup.runner import GraphRunner, ProcessGraphRunner
+from twinvla_ros.cli.waiting import wait_until
 from twinvla_ros.data.media import plot_eef_tracking, write_video
 from twinvla_ros.robot.bimanual import ARMS
 from twinvla_ros.ros.demo_recorder import DemoRecorder
-
-
-def _wait(condition, timeout: float, what: str, runner: ProcessGraphRunner) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if runner.failed():
-            raise RuntimeError(f"demo: node process(es) exited: {runner.failed()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"demo: timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _tracking_error(commanded, reached) -> dict[str, float]:
@@ -61,11 +52,11 @@ def run_demo(out: str | Path = "demo_out", duration: float = 20.0, instruction: 
         recorder = DemoRecorder(here.context)
         here.add_node(recorder)
         policy_status = "policy_node: policy"
-        _wait(lambda: recorder.policy_listening()
-              and recorder.values(policy_status), 120.0, "the policy node to come up", graph)
+        wait_until(lambda: recorder.policy_listening() and recorder.values(policy_status), 120.0,
+                   "the policy node to come up", graph.failed)
         recorder.start()
-        _wait(lambda: len(recorder.frames) > 0 and all(recorder.series(recorder.reached)[s][0].size for s in ARMS),
-              60.0, "cameras and arm state", graph)
+        wait_until(lambda: len(recorder.frames) > 0 and all(recorder.series(recorder.reached)[s][0].size for s in ARMS),
+                   60.0, "cameras and arm state", graph.failed)
         recorder.start()                       # the recording starts with the instruction
         recorder.send_instruction(instruction)
         log(f"[demo] instruction sent: '{instruction}'; recording {duration:.0f} s")

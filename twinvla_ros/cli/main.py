@@ -3,6 +3,14 @@
   twinvla-ros demo [--duration 20] [--out demo_out]     sim + policy, one instruction, video + plot
   twinvla-ros launch anubis_policy --sim [--checkpoint DIR] [--config FILE]
                                                         a node graph in this process (no ros2 launch)
+  twinvla-ros record --sim --task lift_box --episodes 5 --out demos/lift
+                                                        demonstrations into episode bags (keys, or the sim expert)
+  twinvla-ros convert demos/lift --out datasets/lift   episode bags -> a LeRobot v3.0 dataset (TwinVLA's keys)
+  twinvla-ros dataset check|show datasets/lift          validate a dataset; plot an episode, a contact sheet
+  twinvla-ros train --dataset datasets/lift --init tiny --out runs/lift
+                                                        fine-tune TwinVLA (checkpoints, loss curve, resumable)
+  twinvla-ros eval --checkpoint runs/lift/final --task lift_box --episodes 50
+                                                        closed-loop rollouts in the sim: success rate, videos
   twinvla-ros say "hand over the box"                   publish an instruction (no ros2 CLI needed)
   twinvla-ros cameras                                   connected RealSense devices: serials, firmware, profiles
   twinvla-ros calibrate --arm leader_left               record a Dynamixel arm's offsets and directions
@@ -12,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
+from twinvla_ros.cli.record import add_parser as add_record_parser
 
 
 def _parse_params(pairs: list[str]) -> dict[str, dict]:
@@ -43,6 +53,8 @@ def cmd_launch(args) -> int:
     overrides = _parse_params(args.param)
     if args.graph == "anubis_policy":
         specs = GRAPHS[args.graph](sim=args.sim, checkpoint=args.checkpoint, config=args.config, **overrides)
+    elif args.graph == "teleop_record":
+        specs = GRAPHS[args.graph](sim=args.sim, config=args.config, **overrides)
     elif args.graph == "policy":
         specs = GRAPHS[args.graph](checkpoint=args.checkpoint, config=args.config, **overrides)
     else:
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
 
     launch = sub.add_parser("launch", help="run a node graph in this process (where ros2 launch is missing)")
-    launch.add_argument("graph", choices=["anubis_policy", "sim_robot", "real_robot", "policy"])
+    launch.add_argument("graph", choices=["anubis_policy", "sim_robot", "real_robot", "policy", "teleop_record"])
     launch.add_argument("--sim", action=argparse.BooleanOptionalAction, default=True,
                         help="simulated robot (default) or the real one")
     launch.add_argument("--checkpoint", default="", help="TwinVLA checkpoint dir (anubis_policy, policy)")
@@ -134,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     launch.add_argument("--isolate", action="store_true", help="random DDS domain, localhost only")
     launch.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
     launch.set_defaults(func=cmd_launch)
+
+    add_record_parser(sub)
 
     say = sub.add_parser("say", help="publish a language instruction once")
     say.add_argument("text")
@@ -150,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.add_argument("--calibration-dir", default=None, help="where to write <arm>.yaml "
                            "(default: hardware.calibration_dir)")
     calibrate.set_defaults(func=cmd_calibrate)
+
+    from twinvla_ros.cli.bag import register as register_bag_commands
+    from twinvla_ros.cli.dataset import register as register_dataset_commands
+    from twinvla_ros.cli.eval import register as register_eval_command
+    from twinvla_ros.cli.train import register as register_train_command
+    register_bag_commands(sub)
+    register_dataset_commands(sub)
+    register_train_command(sub)
+    register_eval_command(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -5,6 +5,8 @@
   step caps, the tracking margin).
 - controller: ArmController, one arm's servo loop: EEF/joint/gripper targets and bus readings in,
   safe joint targets out; every intervention counted and reported (status(), drain_events()).
+- teleop: ArmTeleop, one leader -> follower arm: the safe start, the joint / EEF mappings, the
+  gripper mapping, stale and bad leader readings (the teleop node feeds it).
 
 The arm driver node (twinvla_ros.ros.nodes.arm_driver_node) only converts messages, computes the
 targets' stamp ages and runs the servo timer.

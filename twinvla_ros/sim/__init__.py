@@ -1,4 +1,5 @@
-"""MuJoCo simulation of Anubis: the model (scene.py) and the runtime (world.py).
+"""MuJoCo simulation of Anubis: the model (scene.py), the runtime (world.py), the tasks'
+success checks (tasks.py) and their scripted experts (expert.py).
 
 Layer 1: pure Python, no ROS import. The sim node and the sim arm bus sit on top of
 `SimWorld`.
@@ -32,5 +33,8 @@ from twinvla_ros.sim.world import (  # noqa: E402  (MUJOCO_GL must be set first)
     SimWorld,
 )
 from twinvla_ros.sim.scene import TASKS  # noqa: E402
+from twinvla_ros.sim.tasks import task_success  # noqa: E402
+from twinvla_ros.sim.expert import ExpertTargets, ScriptedExpert, make_expert  # noqa: E402
 
-__all__ = ["CAMERAS", "CameraIntrinsics", "SimConfig", "SimWorld", "TASKS"]
+__all__ = ["CAMERAS", "CameraIntrinsics", "ExpertTargets", "ScriptedExpert", "SimConfig", "SimWorld", "TASKS",
+           "make_expert", "task_success"]

@@ -113,6 +113,7 @@ class ObjectSpec:
 class TaskSpec:
     name: str
     description: str
+    instruction: str                          # the language instruction of its demonstrations
     objects: tuple[ObjectSpec, ...] = field(default_factory=tuple)
 
 
@@ -125,6 +126,7 @@ TASKS: dict[str, TaskSpec] = {
     "handover_box": TaskSpec(
         "handover_box",
         "a red box in front of the right arm; hand it over and put it on the green pad on the left",
+        "hand over the box",
         (
             ObjectSpec("box", x_range=(0.24, 0.30), y_range=(-0.30, -0.12), **_BOX),
             ObjectSpec("target_pad", half_size=(0.05, 0.05, 0.004), mass=0.05,
@@ -135,9 +137,10 @@ TASKS: dict[str, TaskSpec] = {
     "lift_box": TaskSpec(
         "lift_box",
         "one red box in front of the right arm; pick it up",
+        "pick up the red box",
         (ObjectSpec("box", x_range=(0.24, 0.30), y_range=(-0.30, -0.12), **_BOX),),
     ),
-    "empty": TaskSpec("empty", "the table without objects"),
+    "empty": TaskSpec("empty", "the table without objects", "move both arms"),
 }
 
 

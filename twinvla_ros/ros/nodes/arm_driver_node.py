@@ -230,22 +230,9 @@ class ArmDriverNode(TwinvlaLifecycleNode):
     def _open_dynamixel_buses(self) -> None:
         """Both follower arms, or neither: a bus that opened is closed again when the other fails,
         and the error names every port and motor that is missing."""
-        from twinvla_ros.hardware.motors.dynamixel import DynamixelArmBus, load_arm_config
+        from twinvla_ros.hardware.motors.dynamixel import open_arm_pair
 
-        path = self._hardware_config or None
-        opened, problems = {}, []
-        for side in ARMS:
-            arm = self.description.arms[side]
-            try:
-                config = load_arm_config(self._arm_roles[side], path)
-                opened[side] = DynamixelArmBus(config, [*arm.joint_names, arm.gripper_joint],
-                                               gripper_stroke=arm.gripper_stroke)
-            except (BusError, ValueError, OSError) as error:
-                problems.append(f"{side} arm: {error}")
-        if problems:
-            for bus in opened.values():
-                bus.close()
-            raise BusError("; ".join(problems))
+        opened = open_arm_pair(self._arm_roles, self.description, self._hardware_config or None)
         self.buses.update(opened)
         for side, bus in opened.items():
             for warning in bus.warnings:

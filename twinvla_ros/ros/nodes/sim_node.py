@@ -5,6 +5,10 @@ sensor-data QoS, realsense-ros names) and the simulated motors' `/sim/joint_stat
 arm driver's joint targets on `/sim/joint_commands` and torque on/off on `/sim/torque` (the
 "sim bus"). Service `~/reset` (Trigger) puts the robot home and places the objects from the
 `seed` parameter (same seed, same poses; set it with `ros2 param set`), returning the poses.
+Service `~/task_status` (Trigger) reports the task's success check on the live object poses
+(twinvla_ros.sim.tasks), as JSON {"task", "success", "reason", "objects": {name: [x y z qw qx qy
+qz]}} in the response message (base_link frame); the Trigger's own `success` says only that
+the check ran.
 
 Physics and rendering run in two threads of their own: physics paces itself to the wall clock
 (2 ms steps, caught up in batches), rendering runs at `camera_rate` from snapshots, so a slow
@@ -28,7 +32,7 @@ from twinvla_ros.reporting import Level, RateMeter, Status
 from twinvla_ros.ros.messages import camera_info, rgb_to_image, seconds_to_stamp
 from twinvla_ros.ros.node import TwinvlaNode, run_node
 from twinvla_ros.ros.qos import COMMAND_QOS, SENSOR_QOS
-from twinvla_ros.sim import CAMERAS, TASKS, SimConfig, SimWorld
+from twinvla_ros.sim import CAMERAS, TASKS, SimConfig, SimWorld, task_success
 
 
 class SimNode(TwinvlaNode):
@@ -68,6 +72,7 @@ class SimNode(TwinvlaNode):
         self.subscribe(JointState, commands_topic, self._on_commands, COMMAND_QOS)
         self.subscribe(JointState, torque_topic, self._on_torque, COMMAND_QOS)
         self.service(Trigger, "~/reset", self._on_reset)
+        self.service(Trigger, "~/task_status", self._on_task_status)
         self.camera_meter = RateMeter(window=100)
         self.render_seconds: deque[float] = deque(maxlen=100)
         self._rejected_commands = 0
@@ -192,6 +197,14 @@ class SimNode(TwinvlaNode):
         response.success = True
         response.message = json.dumps({"seed": seed, "objects": {k: np.round(v, 6).tolist() for k, v in poses.items()}})
         self.get_logger().info(f"reset with seed {seed}")
+        return response
+
+    def _on_task_status(self, request: Trigger.Request, response: Trigger.Response):
+        poses = self.world.object_poses()
+        success, reason = task_success(self.world.config.task, poses)
+        response.success = True
+        response.message = json.dumps({"task": self.world.config.task, "success": success, "reason": reason,
+                                       "objects": {k: np.round(v, 6).tolist() for k, v in poses.items()}})
         return response
 
     def _publish_diagnostics(self) -> None:

@@ -308,8 +308,14 @@ class RealSenseCamera(Camera):
             host_stamp, time_domain = host_now, f"arrival ({domain.name} stamp {host_now - device_stamp:+.1f} s off)"
         else:
             host_stamp, time_domain = host_now, f"arrival ({domain.name} is not the host clock)"
-        frame = Frame(image, host_stamp + offset, depth)
         with self._new_frame:
+            # A frame never exposes before its predecessor: the clock offset is sampled per
+            # arrival, and on a loaded machine its jitter exceeds the gap of two frames that
+            # arrive together (tens of microseconds).
+            stamp = host_stamp + offset
+            if self._latest is not None and stamp <= self._latest.stamp:
+                stamp = self._latest.stamp + 1e-6
+            frame = Frame(image, stamp, depth)
             if self._state == "reconnecting":
                 self._reconnects += 1
                 self.events.add("reconnected", f"streaming again (reconnect {self._reconnects}; the stream had "

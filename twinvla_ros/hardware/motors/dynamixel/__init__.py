@@ -8,7 +8,8 @@ from twinvla_ros.hardware.motors.dynamixel.calibration import compute_calibratio
 from twinvla_ros.hardware.motors.dynamixel.config import ArmConversion, DynamixelArmConfig, GripperSpec, \
     JointSpec, MotorSpec, load_arm_config, parse_arm_config
 from twinvla_ros.hardware.motors.dynamixel.leader import LeaderArm
+from twinvla_ros.hardware.motors.dynamixel.pair import open_arm_pair
 
 __all__ = ["ArmConversion", "DynamixelArmBus", "DynamixelArmConfig", "GripperSpec", "JointSpec", "LeaderArm",
-           "MotorSpec", "compute_calibration", "ftdi_latency_timer_ms", "load_arm_config", "parse_arm_config",
+           "MotorSpec", "compute_calibration", "ftdi_latency_timer_ms", "load_arm_config", "open_arm_pair", "parse_arm_config",
            "run_calibration", "write_calibration"]

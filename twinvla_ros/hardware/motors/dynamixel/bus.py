@@ -257,7 +257,7 @@ class DynamixelArmBus(ArmBus):
 
         def attempt():
             stamp[0] = self._clock()             # the servos sample as the instruction arrives
-            return self._present.txRxPacket()
+            return self._complete(self._present, ct.PRESENT_BLOCK.size)
 
         with self._lock:
             started = time.perf_counter()
@@ -275,12 +275,22 @@ class DynamixelArmBus(ArmBus):
                 self._check_hardware_errors()
         return np.array(positions), np.array(velocities), np.array(currents), stamp[0]
 
+    def _complete(self, group: GroupSyncRead, size: int) -> int:
+        """A sync read's result, or COMM_RX_CORRUPT when the SDK accepted a reply holding fewer
+        bytes than asked for (a late status packet of an earlier transaction read as this one's):
+        its getData would index past the end, so the read is retried like any corrupt reply."""
+        result = group.txRxPacket()
+        if result == COMM_SUCCESS and any(len(group.data_dict.get(i) or ()) < size for i in self._ids):
+            return COMM_RX_CORRUPT
+        return result
+
     def _check_hardware_errors(self) -> None:
         """Hardware Error Status of every motor in one sync read; a failure here is counted,
         not raised (the reading it follows is good)."""
         self._next_hardware_check = self._clock() + self._hardware_error_period
         try:
-            self._transact("sync read of hardware error status", self._ids, self._errors.txRxPacket)
+            self._transact("sync read of hardware error status", self._ids,
+                           lambda: self._complete(self._errors, ct.HARDWARE_ERROR_STATUS.size))
         except BusError:
             return
         for motor_id in self._ids:

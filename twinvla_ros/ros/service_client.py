@@ -1,0 +1,72 @@
+"""A node that calls other nodes' services and parameters from a plain thread: the base of the
+episode controls (episode_client) and the closed-loop evaluation (evaluation_client).
+
+It is spun by some executor (a runner's thread, or its own); a call blocks the calling thread
+only, never that executor, and a refusal or a silent service raises `error` with the reason.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+
+class ServiceCallError(RuntimeError):
+    """A service refused (the reason is the service's own) or did not answer."""
+
+
+def _parameter(name: str, value: Any) -> ParameterMsg:
+    if isinstance(value, bool):
+        v = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    elif isinstance(value, int):
+        v = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    elif isinstance(value, float):
+        v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    elif isinstance(value, list):
+        v = ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=[str(x) for x in value])
+    else:
+        v = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(value))
+    return ParameterMsg(name=name, value=v)
+
+
+class ServiceClient(Node):
+    error: type[ServiceCallError] = ServiceCallError
+    missing_hint = "is the graph running?"
+
+    def __init__(self, name: str, *, timeout: float = 15.0, **node_kwargs):
+        super().__init__(name, **node_kwargs)
+        self.timeout = timeout
+
+    def _call(self, srv_type, name: str, request, timeout: float | None = None):
+        timeout = self.timeout if timeout is None else timeout
+        client = self.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise self.error(f"{name} is not available ({self.missing_hint})")
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done():
+                if time.monotonic() > deadline:
+                    raise self.error(f"{name} did not answer within {timeout:.0f} s")
+                time.sleep(0.01)
+            return future.result()
+        finally:
+            self.destroy_client(client)
+
+    def _trigger(self, name: str, timeout: float | None = None) -> str:
+        response = self._call(Trigger, name, Trigger.Request(), timeout)
+        if not response.success:
+            raise self.error(response.message)
+        return response.message
+
+    def set_parameters(self, node: str, **values) -> None:
+        request = SetParameters.Request(parameters=[_parameter(k, v) for k, v in values.items()])
+        response = self._call(SetParameters, f"/{node}/set_parameters", request)
+        refused = [f"{name}: {r.reason}" for name, r in zip(values, response.results) if not r.successful]
+        if refused:
+            raise self.error(f"/{node} refused " + "; ".join(refused))
