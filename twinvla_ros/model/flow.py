@@ -138,9 +138,12 @@ def sample_time(n: int) -> torch.Tensor:
     return (1 - T_MIN) * beta.sample((n,)) + T_MIN
 
 
-def flow_matching_loss(net: DiT, z: torch.Tensor, action_rows: torch.Tensor, diffusion_batch: int, cfg_dropout: float) -> torch.Tensor:
+def flow_matching_loss(net: DiT, z: torch.Tensor, action_rows: torch.Tensor, diffusion_batch: int, cfg_dropout: float,
+                       valid_rows: torch.Tensor | None = None) -> torch.Tensor:
     """The reference training loss. z (2B, 1, hidden) combined readouts, action_rows (2B, L, A)
-    normalized. RNG draws in the reference's order: randn_like(noise), Beta(time), rand(CFG drop)."""
+    normalized. RNG draws in the reference's order: randn_like(noise), Beta(time), rand(CFG drop).
+    valid_rows (2B, L, A) bool, optional: the mean runs over the True elements only (padding past
+    an episode's end left out); None is the reference's plain mean."""
     actions = action_rows.repeat(diffusion_batch, 1, 1)
     conds = z.repeat(diffusion_batch, 1, 1)
     noise = torch.randn_like(actions)
@@ -148,4 +151,8 @@ def flow_matching_loss(net: DiT, z: torch.Tensor, action_rows: torch.Tensor, dif
     tt = t[:, None, None]
     x_t = tt * noise + (1 - tt) * actions
     pred = net(x_t, t, conds, drop_prob=cfg_dropout)
-    return ((pred - (noise - actions)) ** 2).mean()
+    squared = (pred - (noise - actions)) ** 2
+    if valid_rows is None:
+        return squared.mean()
+    weights = valid_rows.to(device=squared.device, dtype=squared.dtype).repeat(diffusion_batch, 1, 1)
+    return (squared * weights).sum() / weights.sum().clamp(min=1.0)

@@ -126,15 +126,23 @@ class TwinVLA(TwinLLM):
         proprio = inputs.proprio.to(device=self.device, dtype=self.dtype).reshape(-1, self.config.state_dim)
         return self.decoder_c.condition(readouts.to(hd), proprio.to(hd))
 
-    def compute_loss(self, inputs: ModelInputs, actions: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    def compute_loss(self, inputs: ModelInputs, actions: torch.Tensor, exact: bool = True,
+                     valid_steps: torch.Tensor | None = None) -> torch.Tensor:
         """The reference flow-matching loss. actions (B, L, 2A) normalized; view(-1, L, A) gives
         the two head rows per sample (steps 0..L/2-1 and L/2..L-1, [L, R] interleaved).
         exact=False trains through the fused twin LLM: faster, and the re-weighting's true
-        gradient instead of the reference's straight-through one."""
+        gradient instead of the reference's straight-through one. valid_steps (B, L) bool,
+        optional: steps past an episode's end (False) are left out of the loss; the reference
+        trains on them (the last action repeated)."""
         cfg = self.config
         z = self.condition(self.encode(inputs, exact=exact), inputs)
         rows = actions.to(device=self.device, dtype=self.head_dtype).reshape(-1, cfg.action_len, cfg.action_dim)
-        return flow_matching_loss(self.decoder_c.net, z, rows, cfg.diffusion_batch, 0.1 if cfg.enable_cfg else 0.0)
+        valid_rows = None
+        if valid_steps is not None:
+            # The same reshape as the actions, so every element keeps its own step's flag.
+            valid_rows = valid_steps[:, :, None].expand(actions.shape).reshape(rows.shape).to(self.device)
+        return flow_matching_loss(self.decoder_c.net, z, rows, cfg.diffusion_batch, 0.1 if cfg.enable_cfg else 0.0,
+                                  valid_rows)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:

@@ -1,0 +1,68 @@
+"""The fine-tuning recipe: schedule, parameter groups, frozen vision, checked settings."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import get_cosine_schedule_with_warmup
+
+from twinvla_ros.model import TwinVLA, TwinVLAConfig
+from twinvla_ros.training.config import TrainConfig
+from twinvla_ros.training.recipe import build_optimizer, build_schedule, cosine_with_warmup, freeze_for_training
+
+
+@given(total=st.integers(1, 400), warmup_ratio=st.floats(0.0, 0.5))
+@settings(max_examples=60, deadline=None)
+def test_the_schedule_is_transformers_cosine_with_warmup(total, warmup_ratio):
+    config = TrainConfig(steps=total, warmup_ratio=warmup_ratio)
+    parameter = torch.nn.Parameter(torch.zeros(2, 2))
+    ours = build_schedule(torch.optim.SGD([parameter], lr=1.0), config)
+    theirs = get_cosine_schedule_with_warmup(torch.optim.SGD([parameter], lr=1.0), config.warmup_steps, total)
+    for _ in range(total + 1):           # past the end transformers rises again; training stops there
+        assert ours.get_last_lr()[0] == pytest.approx(theirs.get_last_lr()[0], abs=1e-9)
+        ours.optimizer.step()
+        theirs.optimizer.step()
+        ours.step()
+        theirs.step()
+
+
+def test_the_schedule_rises_then_falls_to_zero():
+    assert cosine_with_warmup(0, 10, 110) == 0.0
+    assert cosine_with_warmup(5, 10, 110) == pytest.approx(0.5)
+    assert cosine_with_warmup(10, 10, 110) == pytest.approx(1.0)
+    assert cosine_with_warmup(60, 10, 110) == pytest.approx(0.5)
+    assert cosine_with_warmup(110, 10, 110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_decay_spares_biases_and_norms_and_the_frozen_vision_tower_is_left_out():
+    model = TwinVLA.random(TwinVLAConfig.preset("tiny"))
+    freeze_for_training(model, freeze_vision=True)
+    optimizer = build_optimizer(model, TrainConfig())
+    decay, exempt = ({id(p) for p in group["params"]} for group in optimizer.param_groups)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-5, 0.0]
+    assert optimizer.defaults["betas"] == (0.95, 0.999) and optimizer.defaults["eps"] == 1e-8
+    names = dict(model.named_parameters())
+    norms = {f"{module_name}.{name}" for module_name, module in model.named_modules()
+             if "Norm" in type(module).__name__ for name, _ in module.named_parameters(recurse=False)}
+    assert "norm.weight" in norms and "mlp1.0.weight" in norms
+    for name, parameter in names.items():
+        if name.startswith("vision_c."):
+            assert not parameter.requires_grad and id(parameter) not in decay | exempt, name
+            continue
+        assert parameter.requires_grad, name
+        expected = exempt if (name.endswith(".bias") or name in norms) else decay
+        assert id(parameter) in expected, name
+    assert id(names["mlp1.1.weight"]) in decay                   # the projector trains
+    assert id(names["backbone_l.0.input_layernorm.weight"]) in exempt
+    freeze_for_training(model, freeze_vision=False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "steps"), ("batch_size", 0, "batch_size"), ("learning_rate", -1.0, "learning_rate"),
+    ("learning_rate", math.nan, "learning_rate"), ("warmup_ratio", 1.0, "warmup_ratio"), ("save_every", 0, "save_every"),
+])
+def test_bad_settings_are_refused_with_the_reason(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})

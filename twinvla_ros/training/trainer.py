@@ -1,0 +1,321 @@
+"""Fine-tuning: a LeRobot v3.0 dataset + an initial TwinVLA -> checkpoints in the published layout.
+
+  out/
+    checkpoints/step_000500/   config.json, singlevla_config/, model.safetensors, tokenizer
+                               files, dataset_statistics.json (the layout `from_pretrained`
+                               and the policy node load) + training_state.pt (resume)
+    final/                     the last step's model, without training state
+    train_log.jsonl            one line per logged step: step, loss, lr, grad_norm, seconds
+    loss.png                   the loss curve, redrawn at every checkpoint
+
+Several processes (`torchrun --nproc-per-node N -m twinvla_ros.cli.main train ...`, or
+`accelerate launch`, which sets the same RANK / WORLD_SIZE / LOCAL_RANK variables) train one
+model with DistributedDataParallel: NCCL on GPUs, gloo on CPUs. Each process draws its own
+stream of batches (its rank seeds it); rank 0 alone writes files.
+
+Resume (`resume=True`) continues from the newest checkpoint in `out`: the step count, the
+optimizer's moments, the schedule, the random state and the position in the batch stream; the
+recipe must be the one the run started with (a difference is refused, listed).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from twinvla_ros.model.configuration_twinvla import TwinVLAConfig
+from twinvla_ros.model.inference import TwinVLAPolicy
+from twinvla_ros.model.modeling_twinvla import TwinVLA
+from twinvla_ros.model.processing_twinvla import build_tiny_tokenizer, has_tokenizer, load_tokenizer
+from twinvla_ros.model.single_arm import is_single_arm_checkpoint, twin_from_single_arm
+from twinvla_ros.training.config import TrainConfig
+from twinvla_ros.data.lerobot.reader import read_info
+from twinvla_ros.training.data import TrainingBatches, load_dataset_statistics, model_batch
+from twinvla_ros.training.recipe import build_optimizer, build_schedule, freeze_for_training
+
+STATE_FILE = "training_state.pt"
+CHECKPOINTS = "checkpoints"
+# Recipe fields a resumed run may change (they do not alter what is learned).
+RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "log_every")
+PRESETS = ("tiny", "tiny-reference")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    final: Path
+    steps: int                                   # the run's last step (counted from the start)
+    steps_this_run: int
+    seconds: float
+    losses: list[tuple[int, float]] = field(default_factory=list)   # (step, loss) as logged
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps_this_run / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> "Distributed":
+        """The launcher's variables (torchrun, accelerate launch, SLURM via torchrun)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class _Loss(nn.Module):
+    """The loss as a module's forward, which DistributedDataParallel synchronises."""
+
+    def __init__(self, model: TwinVLA, fused: bool, mask_padding: bool) -> None:
+        super().__init__()
+        self.model, self.fused, self.mask_padding = model, fused, mask_padding
+
+    def forward(self, inputs, target: torch.Tensor, valid_steps: torch.Tensor) -> torch.Tensor:
+        return self.model.compute_loss(inputs, target, exact=not self.fused,
+                                       valid_steps=valid_steps if self.mask_padding else None)
+
+
+def initial_model(init: str, *, seed: int, device: torch.device, tokenizer_path: str | Path | None = None):
+    """(TwinVLA in float32 on `device`, tokenizer) from a preset name, a twin checkpoint directory
+    or a single-arm (SingleVLA) one."""
+    if init in PRESETS:
+        model = TwinVLA.random(TwinVLAConfig.preset(init), seed=seed)
+        tokenizer = build_tiny_tokenizer()
+    else:
+        path = Path(init)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"--init {init}: neither a preset ({', '.join(PRESETS)}) nor a checkpoint "
+                                    "directory with config.json")
+        tokenizer_path = Path(tokenizer_path) if tokenizer_path is not None else path
+        if not has_tokenizer(tokenizer_path):
+            raise FileNotFoundError(f"no tokenizer files in {tokenizer_path}: pass the directory of the "
+                                    "checkpoint's tokenizer (nvidia/Eagle2-1B for the published ones)")
+        if is_single_arm_checkpoint(path):        # the published SingleVLA: build the twin from it
+            model = twin_from_single_arm(path, seed=seed)
+        else:
+            model = TwinVLA.from_pretrained(path, dtype=torch.float32)
+        tokenizer = load_tokenizer(tokenizer_path)
+    return model.to(device), tokenizer
+
+
+def _checkpoint_dirs(out: Path) -> list[Path]:
+    return sorted(p for p in (out / CHECKPOINTS).glob("step_*") if (p / STATE_FILE).is_file())
+
+
+def _save_model(policy: TwinVLAPolicy, path: Path) -> Path:
+    """The model's files in a directory next to `path`, which _publish renames into place: a
+    checkpoint is whole or absent."""
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    policy.save_pretrained(partial)
+    return partial
+
+
+def _publish(partial: Path, path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    partial.rename(path)
+
+
+def plot_losses(losses: list[tuple[int, float]], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([s for s, _ in losses])
+    values = np.array([v for _, v in losses])
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(steps, values, lw=0.8, alpha=0.5, label="loss")
+    if len(values) >= 10:
+        window = max(5, len(values) // 20)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        axis.plot(steps[window - 1:], smooth, lw=1.6, label=f"mean of {window}")
+    axis.set_xlabel("step")
+    axis.set_ylabel("flow-matching loss")
+    axis.set_yscale("log")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+class Trainer:
+    def __init__(self, dataset: str | Path, out: str | Path, *, init: str = "tiny", config: TrainConfig | None = None,
+                 resume: bool = False, device: str | None = None, tokenizer_path: str | Path | None = None,
+                 progress: Callable[[int, int, float], None] | None = None) -> None:
+        """progress(step, total steps, loss) after every step (rank 0)."""
+        self.dataset_root = Path(dataset)
+        self.out = Path(out)
+        self.config = config or TrainConfig()
+        # A dataset that cannot be trained on is refused before anything is built or written.
+        read_info(self.dataset_root)
+        self.statistics = load_dataset_statistics(self.dataset_root)
+        self.distributed = Distributed.from_environment()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.distributed.local_rank)
+            torch.cuda.set_device(self.device)
+        self.progress = progress
+        self.init = init
+        self.tokenizer_path = tokenizer_path
+        self._resume_state: dict | None = None
+        self.resume_from = self._resume_point() if resume else None
+        if not resume and _checkpoint_dirs(self.out):
+            raise FileExistsError(f"{self.out} already holds checkpoints: pass --resume to continue that run, "
+                                  "or choose another --out")
+
+    # ---- set-up ---------------------------------------------------------------------------
+
+    def _resume_point(self) -> Path | None:
+        checkpoints = _checkpoint_dirs(self.out)
+        if not checkpoints:
+            return None              # nothing saved yet: start from the beginning
+        state = torch.load(checkpoints[-1] / STATE_FILE, map_location="cpu", weights_only=False)
+        saved = TrainConfig(**state["config"])
+        different = [f"{name}: {getattr(saved, name)} at the start, {getattr(self.config, name)} now"
+                     for name in saved.to_json() if name not in RESUME_MAY_CHANGE
+                     and getattr(saved, name) != getattr(self.config, name)]
+        if different:
+            raise ValueError(f"cannot resume {self.out} with another recipe: " + "; ".join(different))
+        if state["dataset"] != str(self.dataset_root.resolve()):
+            raise ValueError(f"{self.out} was trained on {state['dataset']}, not {self.dataset_root.resolve()}")
+        self._resume_state = state
+        return checkpoints[-1]
+
+    @property
+    def resume_step(self) -> int:
+        """The step a resumed run continues after (0 for a new run)."""
+        return int(self._resume_state["step"]) if self._resume_state is not None else 0
+
+    def _build(self):
+        source = str(self.resume_from) if self.resume_from is not None else self.init
+        model, tokenizer = initial_model(source, seed=self.config.seed, device=self.device,
+                                         tokenizer_path=self.tokenizer_path if self.resume_from is None else None)
+        # The policy object is the model's processor and normalizer (the dataset's statistics)
+        # and writes checkpoints; it sets requires_grad off, which training turns back on.
+        policy = TwinVLAPolicy(model, tokenizer, self.statistics)
+        freeze_for_training(model, self.config.freeze_vision)
+        model.train()
+        return policy
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        config, dist = self.config, self.distributed
+        if dist.world_size > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        policy = self._build()
+        model = policy.model
+        loss_module: nn.Module = _Loss(model, config.fused_gradient, config.mask_padding)
+        if dist.world_size > 1:
+            loss_module = nn.parallel.DistributedDataParallel(
+                loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        optimizer = build_optimizer(model, config)
+        schedule = build_schedule(optimizer, config)
+        step, losses = 0, []
+        torch.manual_seed(config.seed + dist.rank)
+        if self._resume_state is not None:
+            state = self._resume_state
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            step, losses = int(state["step"]), [tuple(x) for x in state["losses"]]
+            rng = state["rng"][dist.rank] if dist.rank < len(state["rng"]) else None
+            if rng is not None:
+                torch.set_rng_state(rng)
+        batches = TrainingBatches(self.dataset_root, horizon=policy.horizon, batch_size=config.batch_size,
+                                  seed=config.seed, rank=dist.rank).stream(skip=step)
+        if dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        log = (self.out / "train_log.jsonl").open("a") if dist.main else None
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else contextlib.nullcontext())
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        started, first_step = time.monotonic(), step
+        try:
+            while step < config.steps:
+                inputs, target, valid = model_batch(policy, next(batches))
+                inputs = inputs.to(self.device)
+                with autocast:
+                    loss = loss_module(inputs, target.to(self.device), valid.to(self.device))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"step {step + 1}: the loss is {loss.item()}; the last good "
+                                             f"checkpoint is in {self.out / CHECKPOINTS}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+                optimizer.step()
+                schedule.step()
+                step += 1
+                value = _mean_over_processes(loss.detach(), dist)
+                if dist.main:
+                    if step % config.log_every == 0 or step == config.steps or step == first_step + 1:
+                        losses.append((step, value))
+                        log.write(json.dumps({"step": step, "loss": value, "lr": schedule.get_last_lr()[0],
+                                              "grad_norm": float(grad_norm),
+                                              "seconds": round(time.monotonic() - started, 3)}) + "\n")
+                        log.flush()
+                    if self.progress is not None:
+                        self.progress(step, config.steps, value)
+                if step % config.save_every == 0 and step < config.steps:
+                    self._checkpoint(policy, optimizer, schedule, step, losses)
+            self._checkpoint(policy, optimizer, schedule, step, losses)
+            final = self.out / "final"
+            if dist.main:
+                _publish(_save_model(policy, final), final)
+        finally:
+            if log is not None:
+                log.close()
+        return TrainResult(self.out, final, step, step - first_step, time.monotonic() - started, losses)
+
+    def _checkpoint(self, policy: TwinVLAPolicy, optimizer, schedule, step: int, losses) -> None:
+        """Every process's random state goes in (gathered to rank 0), so a resumed multi-process
+        run continues each stream."""
+        dist = self.distributed
+        rng = torch.get_rng_state()
+        states = [rng]
+        if dist.world_size > 1:
+            states = [None] * dist.world_size
+            torch.distributed.all_gather_object(states, rng)
+        if not dist.main:
+            return
+        path = self.out / CHECKPOINTS / f"step_{step:06d}"
+        partial = _save_model(policy, path)
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "config": self.config.to_json(), "rng": states, "losses": losses,
+                    "dataset": str(self.dataset_root.resolve()), "init": self.init}, partial / STATE_FILE)
+        _publish(partial, path)
+        for old in _checkpoint_dirs(self.out)[:-self.config.keep_checkpoints]:
+            shutil.rmtree(old)
+        if losses:
+            plot_losses(losses, self.out / "loss.png", f"{self.dataset_root.name}: step {step} of {self.config.steps}")
+
+
+def _mean_over_processes(loss: torch.Tensor, dist: Distributed) -> float:
+    if dist.world_size > 1:
+        loss = loss.clone()
+        torch.distributed.all_reduce(loss)
+        loss /= dist.world_size
+    return float(loss)
+
