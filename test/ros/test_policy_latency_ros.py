@@ -3,10 +3,14 @@
 
 A missed control tick would leave a 100 ms hole in the 20 Hz target stream (measured on the
 targets' stamps, the policy's publish times); on a stall the policy re-publishes its last
-action, so a hole means the control loop itself was late. A hole the arm driver's stream shares
-is the shared machine pausing every process and is left out (one CI run had a 651 ms hole
-with no stall tick counted, the loop itself not running). Stall
-ticks (the scheduler had no new action) are counted on /diagnostics.
+action, so a hole means the control loop itself was late, or the policy held for stale inputs.
+The second is the input gate doing its job (test_policy_ros), not the model making the arms
+wait, so this graph's policy accepts images up to 2 s old: on a loaded 2-core machine the sim's
+ego camera fell behind the default 0.5 s (reproduced with three busy processes: 7 input holds
+in 15 s, holes of 300-700 ms on the 50 ms tick grid, no stall tick, the arm driver's stream
+without a hole). A hole the arm driver's stream shares is the shared machine pausing every
+process and is left out. Stall ticks (the scheduler had no new action) are counted on
+/diagnostics.
 """
 import time
 
@@ -35,11 +39,13 @@ MISSED_TICK = 0.09           # s: shorter holes are scheduling jitter of a share
 # CI shares its two cores with other work, and a held tick is not a pause of the arms.
 TOLERATED_STALLS = 2
 HALF_CHUNK_S = 0.475         # half of a 20-step chunk at 20 Hz
+MAX_IMAGE_AGE = 2.0          # s: see the module's docstring
 
 
 @pytest.fixture(scope="module")
 def graph():
-    specs = anubis_policy(sim=True, policy_node={"seed": 0}, sim_node={"camera_rate": 10.0})
+    specs = anubis_policy(sim=True, policy_node={"seed": 0, "max_image_age": MAX_IMAGE_AGE},
+                           sim_node={"camera_rate": 10.0})
     with ProcessGraphRunner(specs) as processes, GraphRunner([]) as here:
         probe = Probe(here.context, "latency_probe")
         for side in ("left", "right"):
@@ -129,7 +135,8 @@ def test_latency_a_chunk_can_cover_never_pauses_the_arms(probe):
     stalls = int(last["stall_ticks"]) - int(first["stall_ticks"])
     assert stalls <= TOLERATED_STALLS, f"{stalls} stall ticks in 12 s (model {model_s:.2f} s + {injected:.2f} s): {last}"
     gap = largest_gap(probe, start)
-    assert gap < MISSED_TICK, f"a {gap * 1e3:.0f} ms hole in the target stream"
+    holds = int(last["input_holds"]) - int(first["input_holds"])
+    assert gap < MISSED_TICK, f"a {gap * 1e3:.0f} ms hole in the target stream ({holds} input holds): {last}"
 
 
 def test_repeating_the_instruction_continues_the_task(probe):
@@ -148,7 +155,7 @@ def test_repeating_the_instruction_continues_the_task(probe):
     stalls = int(last["stall_ticks"]) - int(first["stall_ticks"])
     assert stalls <= TOLERATED_STALLS, f"{stalls} stall ticks while the instruction was repeated"
     gap = largest_gap(probe, repeating)
-    assert gap < MISSED_TICK, f"a {gap * 1e3:.0f} ms hole in the target stream"
+    assert gap < MISSED_TICK, f"a {gap * 1e3:.0f} ms hole in the target stream ({holds} input holds): {last}"
     # ~/stop stops, although the publisher goes on repeating the task.
     assert probe.call(Trigger, "/policy_node/stop", Trigger.Request()).success
     stopped = time.monotonic()
