@@ -1,7 +1,8 @@
 """Property-based fuzzing of ArmController (hypothesis): arbitrary command sequences (any float:
 NaN, inf, 1e308, subnormals, in poses, quaternion-like rotations, gripper values, joint targets,
-stamp ages), interleaved with servo ticks, e-stops, torque toggles, live limit changes and an
-obstacle that freezes any joints of the plant for a while and releases them.
+stamp ages), interleaved with servo ticks, e-stops, torque toggles, live limit changes, an
+obstacle that freezes any joints of the plant for a while and releases them, and teleports
+(a sim reset: the arm and its servo targets put elsewhere at once).
 
 The plant is a lagging position servo (control_plants.ServoPlant): each joint closes a fraction
 of its gap per tick, up to 1.5 x its cap. Properties, at every tick:
@@ -28,6 +29,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from control_plants import DT, ServoPlant, make_controller
+from twinvla_ros.control.controller import READING_JUMP
 from twinvla_ros.control.safety import SafetyLimits
 from twinvla_ros.reporting import Level
 from twinvla_ros.robot.description import load_description
@@ -121,6 +123,7 @@ operations = st.one_of(    # streams and blocks twice: most scenarios should mov
     block,
     st.tuples(st.just("release")),
     st.tuples(st.just("tick"), st.integers(1, 30)),
+    st.tuples(st.just("teleport"), st.lists(st.floats(-1.0, 1.0), min_size=6, max_size=6)),
     st.tuples(st.just("limits"), st.sampled_from(range(len(LIMIT_VARIANTS)))),
 )
 # Every scenario starts moving, then anything goes.
@@ -166,6 +169,12 @@ def _apply(controller, plant, op, base_limits):
         plant.frozen[:] = False
     elif kind == "tick":
         plant.tick(op[1])
+    elif kind == "teleport":           # a sim reset: the arm and the sim's targets elsewhere at once
+        q = np.clip(plant.q[:6] + op[1], ARM.lower, ARM.upper)
+        # Only further than a servo can move in a tick: a shorter one is a push, which a holding
+        # command resists (the servo pulls the arm back, above this plant's speed bound).
+        if (np.abs(q - plant.q[:6]) > READING_JUMP + 2.0 * ARM.velocity * DT).any():
+            plant.q[:6] = plant.target[:6] = q
     elif kind == "limits":
         controller.update_limits(SafetyLimits(**{**base_limits, **LIMIT_VARIANTS[op[1]]}))
     plant.tick()
@@ -211,7 +220,8 @@ def _run(plant_name, scenario):
     assert controller.counters["internal_errors"] == 0, controller.status().message   # no bug was caught
     # What the scenario exercised (shown by --hypothesis-show-statistics).
     for name in ("blocked", "blocked_holds", "tracking_limited", "estops", "rejected", "stamp_rejected",
-                 "workspace_clamped", "joint_target_clamped", "gripper_clamped", "stale_holds"):
+                 "workspace_clamped", "joint_target_clamped", "gripper_clamped", "stale_holds",
+                 "reading_jumps"):
         if controller.counters[name]:
             event(name)
     fastest = max(float((np.abs(a - b) / c)[:6].max()) for b, _, a, c, _ in plant.records)

@@ -218,6 +218,54 @@ def test_estop_keeps_the_squeeze_of_a_gripper_holding_an_object(description, kin
     np.testing.assert_array_equal(plant.target[:6], plant.records[-10][0][:6])
 
 
+# ---- readings that jump ---------------------------------------------------------------------
+
+def test_an_arm_put_elsewhere_is_followed_not_pulled_back(description, kinematics, arm):
+    """A sim reset puts the arm home in one step, far from the command it was holding. The
+    command must move to where the arm is now: left where it was, far outside the tracking
+    band (which only stops it moving further away), it would drive the arm back there."""
+    controller, plant = rig(description, kinematics)
+    far = arm.home + FAR
+    stream(plant, 7.0, lambda: controller.command_joints(far, plant.t))
+    plant.tick(100)                                       # the stream went stale: the arm holds
+    assert controller.mode == Mode.HOLD
+    np.testing.assert_allclose(plant.q[:6], far, atol=1e-3)
+    controller.drain_events()
+    plant.q[:6] = plant.target[:6] = arm.home              # the reset: the arm and the sim's targets
+    plant.tick()
+    assert plant.records[-1][1] is None                    # the first jumped reading: nothing written
+    assert controller.counters["reading_jumps"] == 1
+    plant.tick(300)
+    np.testing.assert_allclose(plant.q[:6], arm.home, atol=1e-6)
+    np.testing.assert_allclose(plant.target[:6], arm.home, atol=1e-6)
+    messages = " ".join(message for _, message in controller.drain_events())
+    assert "right_joint1 0.600 rad" in messages and "confirmed" in messages
+    assert controller.mode == Mode.HOLD
+    # It takes commands from there as from anywhere, at the usual caps.
+    stream(plant, 7.0, lambda: controller.command_joints(far, plant.t))
+    np.testing.assert_allclose(plant.q[:6], far, atol=1e-3)
+    assert speed_ratios(plant.records[-700:])[:, :6].max() <= 1.1
+
+
+def test_a_reading_that_jumps_once_is_not_followed(description, kinematics, arm):
+    """An encoder glitch: one reading far off, repeated until the next one arrives (a bus
+    polled faster than it updates), then the true position again. Nothing is written on the
+    glitch and the arm stays where it was."""
+    controller, plant = rig(description, kinematics)
+    plant.tick(20)
+    held = plant.target.copy()
+    glitch = plant.q.copy()
+    glitch[2] += 1.0
+    for _ in range(3):
+        assert controller.update(plant.t, BusReading(glitch, np.zeros(7), np.zeros(7), plant.t)) is None
+    assert controller.counters["reading_jumps"] == 1
+    assert "not trusted" in controller.status().message
+    plant.tick(50)
+    np.testing.assert_array_equal(plant.target, held)
+    np.testing.assert_allclose(plant.q, held, atol=1e-9)
+    assert controller.counters["reading_jumps"] == 1
+
+
 # ---- target stamps --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("age, limits, accepted, word", [

@@ -229,6 +229,38 @@ def test_no_commands_for_the_stale_timeout_holds(probe):
     assert np.linalg.norm(eef_pose(probe)[:3, 3] - far[:3, 3]) > 0.1   # stopped on the way
 
 
+def test_a_sim_reset_leaves_the_arm_home_rather_than_pulling_it_back(probe):
+    """The reset puts the arm home in one step while the driver holds a pose 0.5 rad away: the
+    driver takes the arm's new position as its command instead of pulling it back (the
+    evaluation's homing after a reset relies on it: the arm was not blocked again)."""
+    arm = DESCRIPTION.arms["right"]
+    away = arm.home + np.array([0.5, 0.2, -0.2, 0.3, 0.2, -0.3])
+    names = [*arm.joint_names, arm.gripper_joint]
+    publisher = probe.create_publisher(JointState, "/right_arm/joint_command", COMMAND_QOS)
+
+    def joints():
+        state = dict(zip(probe.latest("/joint_states").name, probe.latest("/joint_states").position))
+        return np.array([state[n] for n in arm.joint_names])
+
+    stream_until(lambda: publisher.publish(JointState(name=names, position=[*away.tolist(), 0.01])),
+                 lambda: np.abs(joints() - away).max() < 0.01, 10.0, "the arm 0.5 rad from home", every=0.02)
+    probe.destroy_publisher(publisher)
+    wait_for(lambda: (s := diagnostic_status(probe, RIGHT)) and "stale" in s.message, 3.0, "the stale hold")
+    jumps = int(diagnostic_values(probe, RIGHT)["reading_jumps"])
+    assert probe.call(Trigger, "/sim_node/reset", Trigger.Request()).success
+    reset = time.monotonic()
+    wait_for(lambda: len(commanded(probe, "right", reset)) > 150, 5.0, "1.5 s of servo commands")
+    held = commanded(probe, "right", reset)[50:]          # from 0.5 s after the reset on
+    # Commands the driver wrote before it read the new position move the arm back a little
+    # (up to a state period and the confirming reading, ~40 ms), then it holds where it is.
+    off = np.abs(held[:, :6] - arm.home).max()
+    assert off < 0.15 and np.ptp(held[:, :6], axis=0).max() < 1e-9, f"commands {off:.3f} rad from home"
+    assert probe.call(Trigger, "/arm_driver_node/go_home", Trigger.Request()).success
+    wait_for(lambda: np.abs(joints() - arm.home).max() < 0.02, 10.0, "the arm home")
+    wait_for(lambda: int(diagnostic_values(probe, RIGHT, reset).get("reading_jumps", jumps)) > jumps, 5.0,
+             "the jump counted on /diagnostics")
+
+
 def test_estop_freezes_at_the_measured_pose_and_latches(probe):
     far = far_pose()
     stream_target(probe, far, 0.3)                      # moving at speed

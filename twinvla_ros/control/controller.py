@@ -8,12 +8,16 @@ latched or the bus stops answering.
 
 The arms never jump:
 - every output is within one tick's step of the previous one, except a step back to the measured
-  position (the e-stop and the blocked hold), which removes a gap instead of opening one;
+  position (the e-stop, the blocked hold, a confirmed jump of the reading), which removes a gap instead of opening one;
 - the command never leads the measured position by more than `max_tracking_error` (joints) and
   `max_gripper_tracking_error` (gripper): a blocked arm cannot wind up its command and snap when
   it is released (see twinvla_ros.control.safety for how the margins are chosen). An arm that
   stays blocked (command at the margin, the joint not following) is reported and, after
   `blocked_hold_time`, holds its measured pose until a new command arrives;
+- a reading further from the last one than a servo moves in the time between them is not
+  trusted (nothing is written); a second reading that confirms it (a sim reset, an arm moved
+  while unobserved) moves the command and the EEF setpoint to the measured pose, so the arm is
+  not pulled back to where it was;
 - the e-stop freezes the command at the measured pose (a category 2 stop: the servos brake and
   hold); the stopping distance is measured and reported;
 - every input is checked before any arithmetic (shape, finite, magnitude, stamp age): a bad one
@@ -50,6 +54,10 @@ REPORT_WINDOW = 2.0            # s a one-off intervention (clamp, rejection) kee
 REST_SPREAD = 0.003
 REST_WINDOW = 0.1
 ESTOP_SETTLE_TIMEOUT = 2.0     # s after the press: report the stop even if the arm is not at rest
+# A reading further than this (rad) plus twice the URDF's velocity limit times the time since the
+# previous reading from it jumped: no servo moves that fast (a sim reset's teleport, an encoder
+# glitch). A joint at its limit closes ~0.05 rad in a 100 Hz tick.
+READING_JUMP = 0.25
 
 
 class Mode(str, Enum):
@@ -77,6 +85,7 @@ COUNTERS = (
     "blocked_holds",             # blocked episodes that ended in a hold at the measured pose
     "estops",                    # e-stop presses
     "bus_faults",                # episodes without a usable bus reading
+    "reading_jumps",             # readings that jumped: a first one is not trusted, a confirmed one re-anchors
     "internal_errors",           # servo ticks that failed (a bug): the last target was held
 )
 
@@ -126,6 +135,7 @@ class ArmController:
         self._measured_q: np.ndarray | None = None  # (7,) validated positions of _measured
         self._measured_stamp = 0.0
         self._velocity = np.zeros(7)                # rad/s (m/s gripper), from consecutive readings
+        self._jumped_to: tuple[np.ndarray, float] | None = None   # a reading that jumped and its stamp
         self._now = -math.inf                       # latest time seen (servo clock)
         self.events = EventLog(prefix=f"{arm.side} arm: ")
         # Flags of the last tick and counters, for /diagnostics.
@@ -381,6 +391,8 @@ class ArmController:
             self._fault(problem)
             return None
         self._bus_fault = None
+        if self._reading_jumped(q, stamp):
+            return None
         self._observe(reading, q, stamp)
         if not self.enabled:
             return None
@@ -419,6 +431,45 @@ class ArmController:
         if now - stamp > self.limits.bus_timeout:
             return None, 0.0, f"no joint state from the bus (last {(now - stamp) * 1e3:.0f} ms ago): holding"
         return q, stamp, None
+
+    def _reading_jumped(self, q: np.ndarray, stamp: float) -> bool:
+        """True for a reading of the arm joints that moved further since the last one than any
+        servo can: nothing is written on it (the motors keep their last goal). The next reading
+        decides: back near the old position, it was a glitch; near the jumped one, the arm is
+        there now (the sim was reset, the arm put elsewhere), and the command and the EEF
+        setpoint move to it. Without that the command, now far outside the tracking band, would
+        stay where the arm was and pull it back there."""
+        last = self._measured_q
+        if last is None:
+            return False
+        reach = READING_JUMP + 2.0 * self.arm.velocity * max(stamp - self._measured_stamp, 0.0)
+        jumped = np.abs(q[:6] - last[:6]) > reach
+        if not jumped.any():
+            self._jumped_to = None
+            return False
+        j = int(np.argmax(np.where(jumped, np.abs(q[:6] - last[:6]), -1.0)))
+        distance = (f"{self.arm.joint_names[j]} {abs(q[j] - last[j]):.3f} rad in "
+                    f"{(stamp - self._measured_stamp) * 1e3:.0f} ms")
+        if self._jumped_to is not None and stamp <= self._jumped_to[1]:
+            return True                      # the same reading again (the bus polls faster than it updates)
+        if self._jumped_to is None or np.abs(q[:6] - self._jumped_to[0][:6]).max() > READING_JUMP:
+            self._jumped_to = (q.copy(), stamp)
+            self.counters["reading_jumps"] += 1
+            self._intervention("reading_jump", f"joint reading jumped ({distance}): not trusted",
+                               f"joint reading jumped ({distance}): not trusted, writing nothing until the "
+                               f"next reading confirms it", self._now)
+            return True
+        self._jumped_to = None
+        self._intervention("reading_jump_confirmed", f"joint reading jump confirmed ({distance}): holding the new pose",
+                           f"joint reading jump confirmed ({distance}; a sim reset, or the arm moved while "
+                           f"unobserved): the command and setpoint move to the measured pose", self._now)
+        self._measured_q = None              # no velocity across the jump
+        self._clear_blocked()
+        self._blocked_hold = None
+        if self._command is not None:
+            self._command = q.copy()
+            self._setpoint = self.kinematics.fk(q[:6])
+        return False
 
     def _observe(self, reading: BusReading, q: np.ndarray, stamp: float) -> None:
         """Keep the reading and a velocity estimate from consecutive readings (the bus's own
