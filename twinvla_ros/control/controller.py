@@ -8,7 +8,8 @@ latched or the bus stops answering.
 
 The arms never jump:
 - every output is within one tick's step of the previous one, except a step back to the measured
-  position (the e-stop, the blocked hold, a confirmed jump of the reading), which removes a gap instead of opening one;
+  position (the e-stop, the blocked hold, a confirmed jump of the reading), which removes a gap
+  instead of opening one;
 - the command never leads the measured position by more than `max_tracking_error` (joints) and
   `max_gripper_tracking_error` (gripper): a blocked arm cannot wind up its command and snap when
   it is released (see twinvla_ros.control.safety for how the margins are chosen). An arm that
@@ -56,7 +57,7 @@ REST_WINDOW = 0.1
 ESTOP_SETTLE_TIMEOUT = 2.0     # s after the press: report the stop even if the arm is not at rest
 # A reading further than this (rad) plus twice the URDF's velocity limit times the time since the
 # previous reading from it jumped: no servo moves that fast (a sim reset's teleport, an encoder
-# glitch). A joint at its limit closes ~0.05 rad in a 100 Hz tick.
+# glitch). At the URDF's 1.4 rad/s a joint moves 0.014 rad in a 100 Hz tick.
 READING_JUMP = 0.25
 
 
@@ -460,7 +461,7 @@ class ArmController:
                                f"next reading confirms it", self._now)
             return True
         self._jumped_to = None
-        self._intervention("reading_jump_confirmed", f"joint reading jump confirmed ({distance}): holding the new pose",
+        self._intervention("reading_jump_confirmed", f"joint reading jump confirmed ({distance}): command moved",
                            f"joint reading jump confirmed ({distance}; a sim reset, or the arm moved while "
                            f"unobserved): the command and setpoint move to the measured pose", self._now)
         self._measured_q = None              # no velocity across the jump
