@@ -106,6 +106,13 @@ def reach(probe, pose, timeout, side="right", tolerance=0.005):
                  timeout, f"the {side} arm at {np.round(pose[:3, 3], 3).tolist()}")
 
 
+def joint_positions(probe, names):
+    """The latest /joint_states positions of `names`, in that order."""
+    latest = probe.latest("/joint_states")
+    state = dict(zip(latest.name, latest.position))
+    return np.array([state[name] for name in names])
+
+
 def commanded(probe, side, since):
     """The joint targets the driver sent to the sim bus for one arm: (n, 7)."""
     names = [f"{side}_joint{i}" for i in range(1, 7)] + [f"{side}_gripper"]
@@ -239,8 +246,7 @@ def test_a_sim_reset_leaves_the_arm_home_rather_than_pulling_it_back(probe):
     publisher = probe.create_publisher(JointState, "/right_arm/joint_command", COMMAND_QOS)
 
     def joints():
-        state = dict(zip(probe.latest("/joint_states").name, probe.latest("/joint_states").position))
-        return np.array([state[n] for n in arm.joint_names])
+        return joint_positions(probe, arm.joint_names)
 
     stream_until(lambda: publisher.publish(JointState(name=names, position=[*away.tolist(), 0.01])),
                  lambda: np.abs(joints() - away).max() < 0.01, 10.0, "the arm 0.5 rad from home", every=0.02)
@@ -473,8 +479,8 @@ def test_joint_space_commands_move_the_arm_for_leader_arms(probe):
     publisher = probe.create_publisher(JointState, "/left_arm/joint_command", COMMAND_QOS)
 
     def joints():
-        state = dict(zip(probe.latest("/joint_states").name, probe.latest("/joint_states").position))
-        return np.array([state[n] for n in arm.joint_names]), state[arm.gripper_joint]
+        q = joint_positions(probe, names)
+        return q[:6], q[6]
 
     # A leader arm streams its joints at 50 Hz; the follower goes there at its speed limit.
     stream_until(lambda: publisher.publish(JointState(name=names, position=[*goal.tolist(), 0.01])),
