@@ -448,11 +448,11 @@ class ArmController:
         if not jumped.any():
             self._jumped_to = None
             return False
+        if self._jumped_to is not None and stamp <= self._jumped_to[1]:
+            return True                      # the same reading again (the bus polls faster than it updates)
         j = int(np.argmax(np.where(jumped, np.abs(q[:6] - last[:6]), -1.0)))
         distance = (f"{self.arm.joint_names[j]} {abs(q[j] - last[j]):.3f} rad in "
                     f"{(stamp - self._measured_stamp) * 1e3:.0f} ms")
-        if self._jumped_to is not None and stamp <= self._jumped_to[1]:
-            return True                      # the same reading again (the bus polls faster than it updates)
         if self._jumped_to is None or np.abs(q[:6] - self._jumped_to[0][:6]).max() > READING_JUMP:
             self._jumped_to = (q.copy(), stamp)
             self.counters["reading_jumps"] += 1
