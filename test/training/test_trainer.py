@@ -26,7 +26,7 @@ class Stop(Exception):
 
 def held_out_loss(policy, dataset):
     """The loss of a fixed batch under a fixed seed (the same noise and times for every model)."""
-    batch = next(TrainingBatches(dataset, horizon=20, batch_size=16, seed=999).stream())
+    batch = next(TrainingBatches(dataset, horizon=20, batch_size=16, image_size=224, cache_bytes=1e9, seed=999).stream())
     inputs, target, valid = model_batch(policy, batch)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -58,7 +58,7 @@ def test_a_short_run_lowers_the_loss_and_writes_a_loadable_checkpoint(run, train
     assert after < 0.7 * before, (before, after)
     statistics = json.loads((training_dataset / "dataset_statistics.json").read_text())
     assert json.loads((result.final / "dataset_statistics.json").read_text()) == statistics
-    batch = next(TrainingBatches(training_dataset, horizon=20, batch_size=1).stream())
+    batch = next(TrainingBatches(training_dataset, horizon=20, batch_size=1, image_size=224, cache_bytes=1e9).stream())
     chunk = policy.predict(batch.observations[0], seed=0)
     assert chunk.shape == (20, 20) and np.isfinite(chunk).all()
     logged = log_lines(result.out)
@@ -67,6 +67,10 @@ def test_a_short_run_lowers_the_loss_and_writes_a_loadable_checkpoint(run, train
     assert peak == pytest.approx(1e-3) and logged[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert (result.out / "loss.png").stat().st_size > 5000
     assert sorted(p.name for p in (result.out / "checkpoints").iterdir()) == ["step_000020", "step_000040"]
+    # From a random preset the vision encoder trains too (a random frozen one would leave the policy blind).
+    trained, initial = weights(result.final), untrained.model.state_dict()
+    vision = [name for name in trained if name.startswith("vision_c.") and name.endswith("weight")]
+    assert vision and all(not torch.equal(trained[name], initial[name]) for name in vision)
 
 
 def test_a_resumed_run_equals_the_run_that_was_never_stopped(run, training_dataset, tmp_path):
@@ -124,6 +128,17 @@ def test_fine_tuning_starts_from_a_single_arm_checkpoint(training_dataset, tmp_p
     for stack in ("backbone_l", "backbone_r"):
         torch.testing.assert_close(trained[f"{stack}.0.mlp.up_proj.weight"], layer, rtol=0, atol=1e-6)
     assert TwinVLAPolicy.from_pretrained(result.final).config.model_type == "TinyTwinVLA"
+
+
+def test_the_vision_encoder_is_frozen_from_a_checkpoint_and_trained_from_a_random_preset(training_dataset, tmp_path):
+    """The reference freezes its pretrained encoder; a random one frozen would leave the policy blind."""
+    def frozen(init, choice=None):
+        return Trainer(training_dataset, tmp_path / "unused", init=init,
+                       config=TrainConfig(freeze_vision=choice)).freeze_vision
+
+    assert frozen("tiny") is False and frozen("tiny-reference") is False
+    assert frozen(str(tmp_path / "a_checkpoint")) is True
+    assert frozen("tiny", True) is True and frozen(str(tmp_path / "a_checkpoint"), False) is False
 
 
 def test_two_processes_train_one_model_through_torchrun(training_dataset, tmp_path):

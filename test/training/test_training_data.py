@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from twinvla_ros.data.lerobot.format import ACTION_KEY, DatasetError
 from twinvla_ros.data.lerobot.reader import LeRobotEpisodes, read_info
-from twinvla_ros.training.data import EpisodeBlockSampler, TrainingBatches
+from twinvla_ros.model.processing_twinvla import preprocess_image, resize_frames
+from twinvla_ros.training.data import EpisodeBlockSampler, TrainingBatches, episodes_that_fit
 
 LENGTHS = st.lists(st.integers(1, 30), min_size=1, max_size=6)
 
@@ -58,9 +59,38 @@ def test_ranks_draw_different_streams():
     assert not np.array_equal(next(one), next(two))
 
 
+@given(lengths=LENGTHS, frame_bytes=st.integers(1, 1000), budget=st.floats(0, 1e5))
+def test_the_cache_takes_as_many_episodes_as_fit_counting_the_longest(lengths, frame_bytes, budget):
+    count = episodes_that_fit(np.array(lengths), frame_bytes, budget)
+    longest_first = sorted(lengths, reverse=True)
+    assert 1 <= count <= len(lengths)
+    assert count == 1 or sum(longest_first[:count]) * frame_bytes <= budget
+    assert count == len(lengths) or sum(longest_first[:count + 1]) * frame_bytes > budget
+
+
+def test_a_dataset_that_fits_the_cache_is_one_block_and_a_larger_one_is_split(training_dataset):
+    frame = 3 * 56 * 56 * 3                                   # lengths 25, 32, 40
+    whole = TrainingBatches(training_dataset, horizon=20, batch_size=4, image_size=56, cache_bytes=97 * frame)
+    split = TrainingBatches(training_dataset, horizon=20, batch_size=4, image_size=56, cache_bytes=96 * frame)
+    assert (whole.episodes_per_block, split.episodes_per_block) == (3, 2)
+    assert whole.dataset._cache_size == 3
+
+
+def test_cached_frames_are_what_the_model_makes_of_the_full_size_image():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+    frames[:, 10:30, 20:40] = [200, 30, 30]                   # an edge, where a resize differs most
+    small = resize_frames(frames, 32)
+    assert small.shape == (3, 32, 32, 3) and small.dtype == np.uint8
+    for full, cached in zip(frames, small):
+        difference = (preprocess_image(cached, 32) - preprocess_image(full, 32)).abs().max()
+        assert difference <= 1.0 / 255 + 1e-6                  # rounding to uint8: half a level of [0, 255]
+    assert resize_frames(small, 32) is small
+
+
 def test_batches_hold_the_readers_frames_chunks_and_padding(training_dataset):
     reader = LeRobotEpisodes(training_dataset, action_horizon=20)
-    batches = TrainingBatches(training_dataset, horizon=20, batch_size=16, seed=1)
+    batches = TrainingBatches(training_dataset, horizon=20, batch_size=16, image_size=56, cache_bytes=1e9, seed=1)
     indices = next(batches.sampler.batches())
     batch = next(iter(batches))
     assert len(batch.observations) == 16 and batch.actions.shape == (16, 20, 20)
@@ -69,7 +99,8 @@ def test_batches_hold_the_readers_frames_chunks_and_padding(training_dataset):
         observation = batch.observations[row]
         assert observation.instruction == sample["task"]
         np.testing.assert_array_equal(observation.proprio, sample["state"])
-        np.testing.assert_array_equal(observation.image_wrist_right, sample["images"]["observation.images.wrist_right"])
+        np.testing.assert_array_equal(observation.image_wrist_right,
+                                      resize_frames(sample["images"]["observation.images.wrist_right"][None], 56)[0])
         np.testing.assert_array_equal(batch.actions[row], sample["action"])
         end = reader.episode_starts[sample["episode_index"]] + reader.episode_lengths[sample["episode_index"]]
         assert batch.valid_steps[row].tolist() == [index + k < end for k in range(20)]

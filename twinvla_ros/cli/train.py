@@ -29,7 +29,11 @@ def register(subparsers) -> None:
     train.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio)
     train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     train.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
-    train.add_argument("--train-vision", action="store_true", help="train the vision encoder too (frozen by default)")
+    vision = train.add_mutually_exclusive_group()
+    vision.add_argument("--train-vision", dest="freeze_vision", action="store_false", default=None,
+                        help="train the vision encoder too (default from a random preset)")
+    vision.add_argument("--freeze-vision", dest="freeze_vision", action="store_true",
+                        help="keep the vision encoder as it is (default from a checkpoint, as the reference)")
     train.add_argument("--train-on-padding", action="store_true",
                        help="keep the steps past an episode's end in the loss, as the reference does")
     train.add_argument("--fused-gradient", action="store_true",
@@ -37,6 +41,8 @@ def register(subparsers) -> None:
                        "instead of the reference's straight-through one)")
     train.add_argument("--save-every", type=int, default=defaults.save_every, help="steps between checkpoints")
     train.add_argument("--log-every", type=int, default=defaults.log_every)
+    train.add_argument("--cache-gb", type=float, default=defaults.cache_gb,
+                       help="memory for decoded frames: the episodes that fit are shuffled together")
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--device", default=None, help="cpu, cuda (default: cuda where there is one)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
@@ -53,8 +59,8 @@ def cmd_train(args) -> int:
     try:
         config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                              warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                             freeze_vision=not args.train_vision, mask_padding=not args.train_on_padding,
-                             fused_gradient=args.fused_gradient, save_every=args.save_every,
+                             freeze_vision=args.freeze_vision, mask_padding=not args.train_on_padding,
+                             fused_gradient=args.fused_gradient, save_every=args.save_every, cache_gb=args.cache_gb,
                              log_every=args.log_every, seed=args.seed)
     except ValueError as error:
         print(f"train: {error}", file=sys.stderr)

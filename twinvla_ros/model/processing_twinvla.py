@@ -49,6 +49,20 @@ def preprocess_image(image: np.ndarray, size: int, device: torch.device | str = 
     return (x - 0.5) / 0.5 if exact else x.mul_(2.0 / 255.0).sub_(1.0)
 
 
+def resize_frames(frames: np.ndarray, size: int, chunk: int = 64) -> np.ndarray:
+    """uint8 (L, H, W, 3) RGB -> uint8 (L, size, size, 3) with preprocess_image's resize, rounded:
+    what the model sees of each frame, within 0.5/255, at a fraction of the memory of the
+    full-size frames (training caches decoded episodes this way)."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    for start in range(0, len(frames), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + chunk])).permute(0, 3, 1, 2).to(torch.float32)
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        out[start:start + chunk] = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
+
+
 # ---- normalization --------------------------------------------------------------------------
 
 

@@ -17,12 +17,13 @@ class TrainConfig:
     betas: tuple[float, float] = (0.95, 0.999)
     eps: float = 1e-8
     grad_clip: float = 1.0
-    freeze_vision: bool = True
+    freeze_vision: bool | None = None  # None: frozen from a checkpoint, trained from a random preset
     mask_padding: bool = True           # leave the steps past an episode's end out of the loss
     fused_gradient: bool = False        # train through the fused twin LLM (true re-weighting gradient)
     save_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
+    cache_gb: float = 8.0               # decoded frames held in memory (see training/data.py)
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -35,6 +36,8 @@ class TrainConfig:
             problems.append(f"learning_rate must be a positive number, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (self.cache_gb > 0 and math.isfinite(self.cache_gb)):
+            problems.append(f"cache_gb must be a positive number, got {self.cache_gb}")
         if self.save_every < 1 or self.log_every < 1 or self.keep_checkpoints < 1:
             problems.append("save_every, log_every and keep_checkpoints must be at least 1")
         if problems:

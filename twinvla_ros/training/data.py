@@ -6,10 +6,13 @@ action chunk that starts at the frame (`action_is_pad` marks the steps past the 
 where the reader repeats the last action). Its normalization is the model's
 (`TwinVLAPolicy.training_inputs`: xyz by the dataset's q01/q99, clipped to [-1, 1]).
 
-Order: the reader decodes whole episodes into a small cache, so batches are drawn episode block
-by episode block (a shuffled order of episodes, `episodes_per_block` at a time, their frames
+Order: the reader decodes whole episodes into a cache, so batches are drawn episode block by
+episode block (a shuffled order of episodes, `episodes_per_block` at a time, their frames
 shuffled together) instead of uniformly over the dataset, which would decode an episode per
-sample. The stream of batches is infinite and a pure function of (seed, rank, position): a
+sample. The cache holds frames at the model's input size and as many episodes as fit its memory
+budget: a dataset that fits is one block, every batch a uniform draw from all of it (50
+demos of ~13 s at 20 fps: 5.9 GB); a larger one trains block after block, where each batch
+sees only the block's episodes. The stream of batches is infinite and a pure function of (seed, rank, position): a
 resumed run skips the batches it already trained on without decoding them, and each process of
 a multi-process run draws its own stream.
 """
@@ -25,7 +28,7 @@ import torch
 from twinvla_ros.data.lerobot.format import IMAGE_KEYS, DatasetError
 from twinvla_ros.data.lerobot.reader import LeRobotEpisodes
 from twinvla_ros.model.inference import Observation, TwinVLAPolicy
-from twinvla_ros.model.processing_twinvla import load_statistics
+from twinvla_ros.model.processing_twinvla import load_statistics, resize_frames
 
 STATISTICS_FILE = "dataset_statistics.json"
 
@@ -93,14 +96,26 @@ class EpisodeBlockSampler:
             epoch += 1
 
 
-class TrainingBatches:
-    """Batches of the dataset at `root` for a policy of horizon `horizon`, from position `skip`."""
+def episodes_that_fit(episode_lengths: np.ndarray, frame_bytes: int, cache_bytes: float) -> int:
+    """How many episodes, the longest ones counted, fit in `cache_bytes` (at least one)."""
+    longest_first = np.sort(np.asarray(episode_lengths, dtype=np.int64))[::-1]
+    return max(1, int(np.searchsorted(np.cumsum(longest_first) * frame_bytes, cache_bytes, side="right")))
 
-    def __init__(self, root: str | Path, *, horizon: int, batch_size: int, seed: int = 0, rank: int = 0,
-                 cached_episodes: int = 2) -> None:
-        self.dataset = LeRobotEpisodes(root, action_horizon=horizon, cached_episodes=cached_episodes)
+
+class TrainingBatches:
+    """Batches of the dataset at `root` for a policy of horizon `horizon` that sees
+    `image_size` x `image_size` images, from position `skip`; `cache_bytes` bounds the decoded
+    frames held in memory."""
+
+    def __init__(self, root: str | Path, *, horizon: int, batch_size: int, image_size: int, cache_bytes: float,
+                 seed: int = 0, rank: int = 0) -> None:
+        info_only = LeRobotEpisodes(root, action_horizon=horizon, load_images=False)
+        frame_bytes = len(IMAGE_KEYS) * image_size * image_size * 3
+        self.episodes_per_block = episodes_that_fit(info_only.episode_lengths, frame_bytes, cache_bytes)
+        self.dataset = LeRobotEpisodes(root, action_horizon=horizon, cached_episodes=self.episodes_per_block,
+                                       frame_transform=lambda frames: resize_frames(frames, image_size))
         self.sampler = EpisodeBlockSampler(self.dataset.episode_starts, self.dataset.episode_lengths, batch_size,
-                                           seed=seed, rank=rank, episodes_per_block=cached_episodes)
+                                           seed=seed, rank=rank, episodes_per_block=self.episodes_per_block)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.stream()

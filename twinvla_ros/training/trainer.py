@@ -204,6 +204,15 @@ class Trainer:
         return checkpoints[-1]
 
     @property
+    def freeze_vision(self) -> bool:
+        """The recipe's choice, or by default: frozen when starting from a checkpoint (a
+        pretrained encoder, as the reference keeps it), trained from a random preset (a random
+        frozen encoder would leave the policy nearly blind)."""
+        if self.config.freeze_vision is not None:
+            return self.config.freeze_vision
+        return self.init not in PRESETS
+
+    @property
     def resume_step(self) -> int:
         """The step a resumed run continues after (0 for a new run)."""
         return int(self._resume_state["step"]) if self._resume_state is not None else 0
@@ -215,7 +224,7 @@ class Trainer:
         # The policy object is the model's processor and normalizer (the dataset's statistics)
         # and writes checkpoints; it sets requires_grad off, which training turns back on.
         policy = TwinVLAPolicy(model, tokenizer, self.statistics)
-        freeze_for_training(model, self.config.freeze_vision)
+        freeze_for_training(model, self.freeze_vision)
         model.train()
         return policy
 
@@ -245,6 +254,7 @@ class Trainer:
             if rng is not None:
                 torch.set_rng_state(rng)
         batches = TrainingBatches(self.dataset_root, horizon=policy.horizon, batch_size=config.batch_size,
+                                  image_size=model.config.image_size, cache_bytes=config.cache_gb * 1e9,
                                   seed=config.seed, rank=dist.rank).stream(skip=step)
         if dist.main:
             self.out.mkdir(parents=True, exist_ok=True)

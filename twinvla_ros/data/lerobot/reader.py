@@ -19,13 +19,17 @@ cache: `episode(e)` decodes each camera's segment of episode e once. The cache p
 samples are drawn episode by episode (shuffle the order of episodes, then the windows inside
 each); drawing frames uniformly over the whole dataset decodes a whole episode per sample.
 One cached episode holds length x cameras x H x W x 3 bytes of images (400 frames of three
-240x320 cameras: 276 MB) plus 160 bytes of state and action per frame.
+240x320 cameras: 276 MB) plus 160 bytes of state and action per frame. A `frame_transform`
+maps each camera's decoded (L, H, W, 3) frames before they are cached: training resizes them to
+the model's input there (what the model would do to every sample anyway), so the same memory
+holds more episodes.
 """
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -101,11 +105,13 @@ class LeRobotEpisodes:
 
     def __init__(self, root: str | Path, *, action_horizon: int = 20,
                  image_keys: tuple[str, ...] = tuple(IMAGE_KEYS.values()), load_images: bool = True,
-                 cached_episodes: int = 2) -> None:
+                 cached_episodes: int = 2,
+                 frame_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         if action_horizon < 1:
             raise ValueError(f"action_horizon must be at least 1, got {action_horizon}")
         if cached_episodes < 1:
             raise ValueError(f"cached_episodes must be at least 1, got {cached_episodes}")
+        self.frame_transform = frame_transform
         self.root = Path(root)
         self.action_horizon = action_horizon
         self.image_keys = tuple(image_keys)
@@ -287,7 +293,7 @@ class LeRobotEpisodes:
             height, width = self.image_sizes[key]
             raise DatasetError(f"{path}: frames are {frames.shape[1]}x{frames.shape[2]}, info.json says "
                                f"{height}x{width} for {key}")
-        return frames
+        return frames if self.frame_transform is None else self.frame_transform(frames)
 
     # --- samples -----------------------------------------------------------------------------
 
@@ -296,7 +302,7 @@ class LeRobotEpisodes:
 
     def __getitem__(self, index: int) -> dict:
         """Frame `index` (global): state (20,), action (H, 20), action_is_pad (H,), images
-        {key: (H_img, W_img, 3) uint8}, task, episode_index, frame_index, timestamp."""
+        {key: (H_img, W_img, 3) uint8, or what frame_transform makes}, task, episode_index, frame_index, timestamp."""
         if index < 0:
             index += self.num_frames
         if not 0 <= index < self.num_frames:
