@@ -13,12 +13,13 @@ import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from dynamixel_responder import DynamixelResponder, arm_hardware
-from ros_probe import Probe, diagnostic_values, wait_for
+from ros_probe import Probe, diagnostic_values, run_for, wait_for
 from twinvla_ros.bringup.graph import sim_robot
 from twinvla_ros.bringup.runner import GraphRunner
 from twinvla_ros.hardware.motors.dynamixel.config import motor_angle_to_counts
@@ -253,4 +254,38 @@ def test_sim_expert_demo_lifts_the_box(graph):
         assert task["task"] == "lift_box"
         assert task["success"], task["reason"]
     finally:
+        stop_teleop(node)
+
+
+def test_a_demo_waits_for_a_peer_whose_service_appears_late(graph):
+    """`record --processes` starts the teleop node next to its peers: the first demo must wait
+    for their services to be discovered, not fail ("service ... is not available")."""
+    go_home(graph)                        # the late driver's go_home below moves nothing
+    probe = graph.probe
+    node = start_teleop(graph, "teleop_early", backend="sim_expert", task="lift_box", seed=5,
+                        arm_driver_node="late_driver")
+    client = probe.create_client(Trigger, "/teleop_early/start_demo")
+    homed = []
+    try:
+        assert client.wait_for_service(timeout_sec=10.0)
+        future = client.call_async(Trigger.Request())
+
+        def still_waiting():
+            assert not future.done(), future.result().message if future.done() else ""
+        run_for(1.0, 0.1, still_waiting)
+
+        late = Node("late_driver", context=graph.context)
+
+        def on_go_home(request, response):
+            homed.append(time.monotonic())
+            response.success = True
+            return response
+        late.create_service(Trigger, "~/go_home", on_go_home)
+        graph.add_node(late)
+        wait_for(future.done, 20.0, "the demo to start once the driver's service appears")
+        reply = future.result()
+        assert reply.success, reply.message
+        assert json.loads(reply.message)["seed"] == 5 and len(homed) == 1
+    finally:
+        probe.destroy_client(client)
         stop_teleop(node)

@@ -322,8 +322,9 @@ class TeleopNode(TwinvlaLifecycleNode):
 
     async def _call(self, name: str, request, what: str):
         client = self._peer_clients[name]
-        if not client.service_is_ready():
-            raise RuntimeError(f"{what}: service {client.srv_name} is not available")
+        # A peer started with this node (`record --processes`) may not be discovered yet.
+        if not client.service_is_ready() and not await self._until(client.service_is_ready, SERVICE_TIMEOUT):
+            raise RuntimeError(f"{what}: service {client.srv_name} is not available after {SERVICE_TIMEOUT:.0f} s")
         future = client.call_async(request)
         if not await self._until(future.done, SERVICE_TIMEOUT):
             client.remove_pending_request(future)
