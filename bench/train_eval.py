@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Benchmark of `twinvla-ros train`: fine-tuning speed of the tiny preset on this CPU.
+"""Benchmark of `twinvla-ros train` and `twinvla-ros eval`: fine-tuning speed of the tiny preset
+on this CPU, and what a trained policy does in closed loop.
 
     python bench/train_eval.py                          # record 2 sim demos, convert, time training
     python bench/train_eval.py --dataset datasets/lift  # time training on a dataset you have
+    python bench/train_eval.py --eval [--checkpoint DIR] [--eval-episodes 50] [--mode-episodes 20]
 
 The first line describes the machine. Input: lift_box demonstrations recorded by the real graph
 (`twinvla-ros record --sim`) converted at 20 Hz, 240x320, h264, unless --dataset names one.
@@ -12,11 +14,24 @@ inside the timing (as in a real run). Figures:
   train_steps_per_s_tiny_cpu            reference (straight-through re-weighting) gradient
   train_steps_per_s_tiny_cpu_fused      --fused-gradient
   train_samples_per_s_tiny_cpu          the first figure x batch size
+
+--eval: closed-loop rollouts of a checkpoint (default: the shipped lift_box policy) through the
+real node graph (`twinvla-ros eval`, one process per node), on seeds from 1000 on (the demos it
+was trained on used 0-49). Figures:
+  sim_success_rate_default   rtc (the default mode), --eval-episodes seeds, with the 95 % interval
+  success_rate_rtc           the same run
+  success_rate_sync          sync, the first --mode-episodes of those seeds
+  boundary_jump_async        mean L2 jump of the 20-D action at chunk switches (m, rad of the 6-D
+  boundary_jump_rtc          rotation, gripper 0..1), 150 ms injected latency, execution horizon 5,
+                             --mode-episodes seeds each; with the success rate of those runs
+The scripted expert's success rate is bench/scripted_expert.py's.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,16 +65,61 @@ def steps_per_s(dataset: Path, out: Path, steps: int, batch_size: int, fused: bo
     return steps / (times[-1] - times[WARMUP_STEPS - 1])
 
 
+def evaluate(checkpoint: str, out: Path, mode: str, episodes: int, *params: str) -> dict:
+    command = [sys.executable, "-m", "twinvla_ros.cli.main", "eval", "--checkpoint", checkpoint, "--task", "lift_box",
+               "--episodes", str(episodes), "--seed", "1000", "--mode", mode, "--videos", "0", "--out", str(out)]
+    for param in params:
+        command += ["--policy-param", param]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"eval failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
+    return json.loads((out / "eval_report.json").read_text())
+
+
+def rate(report: dict) -> str:
+    low, high = report["confidence_interval_95"]
+    return f"{report['success_rate']:.2f} ({report['successes']}/{report['num_episodes']}, 95 % CI {low:.2f}-{high:.2f})"
+
+
+def run_evaluations(checkpoint: str, work: Path, episodes: int, mode_episodes: int) -> None:
+    started = time.monotonic()
+    rtc = evaluate(checkpoint, work / "rtc", "rtc", episodes)
+    mean = rtc["mean_time_to_success_s"]
+    print(f"sim_success_rate_default {rate(rtc)}, mean time to success "
+          + (f"{mean:.1f} s" if mean is not None else "-"), flush=True)
+    print(f"success_rate_rtc {rate(rtc)}", flush=True)
+    sync = evaluate(checkpoint, work / "sync", "sync", mode_episodes)
+    print(f"success_rate_sync {rate(sync)}", flush=True)
+    for mode in ("async", "rtc"):
+        report = evaluate(checkpoint, work / f"{mode}_150ms", mode, mode_episodes,
+                          "injected_latency=0.15", "execution_horizon=5")
+        policy = report["policy"]
+        print(f"boundary_jump_{mode} {policy.get('mean_boundary_jump', float('nan')):.4f} (plan change "
+              f"{policy.get('mean_plan_change', float('nan')):.4f}, {policy.get('chunks', 0):.0f} chunks, "
+              f"success {rate(report)}, 150 ms injected, execution horizon 5)", flush=True)
+    print(f"eval_wall_s {time.monotonic() - started:.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=None, help="a LeRobot v3.0 dataset (default: record and convert)")
     parser.add_argument("--episodes", type=int, default=2, help="sim demos to record (default 2)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval", action="store_true", help="closed-loop figures of --checkpoint instead of training speed")
+    parser.add_argument("--checkpoint", default="", help="--eval: checkpoint folder (default: the shipped policy)")
+    parser.add_argument("--eval-episodes", type=int, default=50, help="--eval: seeds of the rtc run (default 50)")
+    parser.add_argument("--mode-episodes", type=int, default=20, help="--eval: seeds of each other run (default 20)")
     args = parser.parse_args()
     print(machine_line())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    if args.eval:
+        try:
+            run_evaluations(args.checkpoint, work, args.eval_episodes, args.mode_episodes)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         dataset = Path(args.dataset) if args.dataset else make_dataset(work, args.episodes)
         reference = steps_per_s(dataset, work / "run_reference", args.steps, args.batch_size, fused=False)

@@ -31,7 +31,8 @@ def trained_checkpoint(tmp_path_factory):
 def test_eval_reports_two_rollouts_with_videos_and_a_contact_sheet(trained_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval"
     code = cli(["eval", "--checkpoint", str(trained_checkpoint), "--task", "lift_box", "--episodes", "2",
-                "--seed", "5", "--max-seconds", "6", "--videos", "1", "--out", str(out)])
+                "--seed", "5", "--max-seconds", "6", "--videos", "1", "--out", str(out),
+                "--policy-param", "injected_latency=0.05", "--policy-param", "execution_horizon=5"])
     printed = capsys.readouterr()
     assert code == 0, printed.err[-3000:]
     report = json.loads((out / "eval_report.json").read_text())
@@ -54,6 +55,29 @@ def test_eval_reports_two_rollouts_with_videos_and_a_contact_sheet(trained_check
     assert video.frames >= 20 and (video.width, video.height) == (320, 240)
     assert Path(report["contact_sheet"]).stat().st_size > 10_000
     assert f"lift_box: {report['successes']}/2 succeeded" in printed.out
+    # The policy node ran with the settings given, and its chunk-execution figures are reported.
+    assert report["policy_settings"] == {"injected_latency": 0.05, "execution_horizon": 5}
+    policy = report["policy"]
+    assert policy["chunks"] >= 2 and policy["inference_p50_ms"] > 0
+    assert policy["latency_estimate_s"] >= 0.05                 # the injected latency is part of it
+    assert policy["mean_boundary_jump"] >= 0 and policy["mean_plan_change"] >= 0
+
+
+@pytest.mark.parametrize("items, expected", [
+    (["injected_latency=0.15", "execution_horizon=5", "synchronizer=twinvla_ros"],
+     {"injected_latency": 0.15, "execution_horizon": 5, "synchronizer": "twinvla_ros"}),
+    (["cfg_scale = 1.5"], {"cfg_scale": 1.5}), ([], {}),
+])
+def test_policy_parameters_are_read_as_ros2_run_reads_them(items, expected):
+    from twinvla_ros.cli.eval import _parameters
+
+    assert _parameters(items) == expected
+
+
+@pytest.mark.parametrize("item", ["injected_latency", "=3", "execution_mode=sync", "checkpoint=x"])
+def test_a_malformed_or_reserved_policy_parameter_is_refused_before_anything_starts(item, capsys):
+    assert cli(["eval", "--checkpoint", "tiny", "--policy-param", item]) == 2
+    assert "--policy-param" in capsys.readouterr().err
 
 
 def test_eval_refuses_an_unknown_task(capsys):

@@ -25,6 +25,11 @@ from typing import Callable
 import numpy as np
 
 POLL_PERIOD_S = 0.25
+# What the report keeps of the policy node's diagnostics at the end (its counters and means run
+# over the whole evaluation): chunk execution (the chunk-boundary jump and the plan change of
+# twinvla_ros.execution.scheduler, m + rad + gripper in the 20-D action), holds, latency.
+POLICY_FIGURES = ("chunks", "stall_ticks", "input_holds", "held_actions", "mean_boundary_jump", "mean_plan_change",
+                  "inference_p50_ms", "inference_p99_ms", "latency_estimate_s")
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -60,6 +65,8 @@ class EvaluationReport:
     max_seconds: float
     episodes: list[EpisodeOutcome] = field(default_factory=list)
     contact_sheet: str | None = None
+    policy_settings: dict = field(default_factory=dict)     # policy node parameters set for the evaluation
+    policy: dict = field(default_factory=dict)              # POLICY_FIGURES as the policy node last reported them
 
     @property
     def successes(self) -> int:
@@ -85,7 +92,8 @@ class EvaluationReport:
                 "num_episodes": len(self.episodes), "successes": self.successes,
                 "success_rate": self.success_rate, "confidence_interval_95": [low, high],
                 "mean_time_to_success_s": self.mean_time_to_success_s,
-                "contact_sheet": self.contact_sheet, "episodes": [asdict(e) for e in self.episodes]}
+                "contact_sheet": self.contact_sheet, "policy_settings": self.policy_settings,
+                "policy": self.policy, "episodes": [asdict(e) for e in self.episodes]}
 
     def summary(self) -> str:
         low, high = self.confidence_interval
@@ -115,7 +123,7 @@ def run_episode(client, seed: int, instruction: str, max_seconds: float, keep_fr
 
 
 def evaluate(client, *, task: str, instruction: str, seeds: list[int], max_seconds: float, out: Path,
-             checkpoint: str, execution_mode: str, videos: int = 3,
+             checkpoint: str, execution_mode: str, videos: int = 3, policy_settings: dict | None = None,
              progress: Callable[[int, EpisodeOutcome], None] | None = None) -> EvaluationReport:
     """Every seed once, in order; writes out/eval_report.json, out/videos/seed_S.mp4 for the first
     `videos` episodes and out/contact_sheet.png."""
@@ -123,7 +131,8 @@ def evaluate(client, *, task: str, instruction: str, seeds: list[int], max_secon
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = EvaluationReport(task, instruction, checkpoint, execution_mode, max_seconds)
+    report = EvaluationReport(task, instruction, checkpoint, execution_mode, max_seconds,
+                              policy_settings=dict(policy_settings or {}))
     ends: list[tuple[EpisodeOutcome, np.ndarray, np.ndarray]] = []
     for index, seed in enumerate(seeds):
         outcome, frames = run_episode(client, seed, instruction, max_seconds, keep_frames=index < videos)
@@ -134,6 +143,8 @@ def evaluate(client, *, task: str, instruction: str, seeds: list[int], max_secon
         if frames:
             ends.append((outcome, frames[0][1], frames[-1][1]))
         report.episodes.append(outcome)
+        values = client.policy_diagnostics()
+        report.policy = {key: _number(values[key]) for key in POLICY_FIGURES if key in values}
         if progress is not None:
             progress(index, outcome)
         (out / "eval_report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")   # a partial run says what it has
@@ -141,6 +152,13 @@ def evaluate(client, *, task: str, instruction: str, seeds: list[int], max_secon
         report.contact_sheet = str(contact_sheet(ends, out / "contact_sheet.png", report.summary()))
     (out / "eval_report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def contact_sheet(ends: list[tuple[EpisodeOutcome, np.ndarray, np.ndarray]], path: Path, title: str) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import ListParameters, SetParameters
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -70,3 +70,8 @@ class ServiceClient(Node):
         refused = [f"{name}: {r.reason}" for name, r in zip(values, response.results) if not r.successful]
         if refused:
             raise self.error(f"/{node} refused " + "; ".join(refused))
+
+    def parameter_names(self, node: str) -> list[str]:
+        """The parameters `node` declares (`ros2 param list`)."""
+        response = self._call(ListParameters, f"/{node}/list_parameters", ListParameters.Request())
+        return list(response.result.names)
