@@ -62,7 +62,23 @@ def test_decay_spares_biases_and_norms_and_the_frozen_vision_tower_is_left_out()
 @pytest.mark.parametrize("field, value, message", [
     ("steps", 0, "steps"), ("batch_size", 0, "batch_size"), ("learning_rate", -1.0, "learning_rate"),
     ("learning_rate", math.nan, "learning_rate"), ("warmup_ratio", 1.0, "warmup_ratio"), ("save_every", 0, "save_every"),
+    ("proprio_dropout", 1.0, "proprio_dropout"), ("proprio_dropout", -0.1, "proprio_dropout"),
+    ("cache_gb", 0.0, "cache_gb"), ("cache_gb", math.inf, "cache_gb"),
 ])
 def test_bad_settings_are_refused_with_the_reason(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_proprio_dropout_zeroes_the_state_of_about_that_share_of_samples_and_keeps_the_rest():
+    from twinvla_ros.model.processing_twinvla import ModelInputs
+    from twinvla_ros.training.trainer import without_some_proprio
+
+    torch.manual_seed(0)
+    proprio = torch.rand(2000, 20, dtype=torch.float64) + 0.5           # never zero
+    inputs = ModelInputs(None, None, None, None, None, None, proprio)
+    dropped = without_some_proprio(inputs, 0.3).proprio
+    zeroed = (dropped == 0).all(dim=1)
+    assert 0.25 < zeroed.float().mean() < 0.35
+    assert torch.equal(dropped[~zeroed], proprio[~zeroed]) and dropped.dtype == proprio.dtype
+    assert torch.equal(inputs.proprio, proprio)                          # the batch itself is untouched

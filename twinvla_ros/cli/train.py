@@ -36,6 +36,9 @@ def register(subparsers) -> None:
                         help="keep the vision encoder as it is (default from a checkpoint, as the reference)")
     train.add_argument("--train-on-padding", action="store_true",
                        help="keep the steps past an episode's end in the loss, as the reference does")
+    train.add_argument("--proprio-dropout", type=float, default=defaults.proprio_dropout,
+                       help="share of samples trained without the robot state, so the policy learns to look "
+                       "(default 0, as the reference)")
     train.add_argument("--fused-gradient", action="store_true",
                        help="train through the fused twin LLM (faster; the re-weighting's true gradient "
                        "instead of the reference's straight-through one)")
@@ -60,6 +63,7 @@ def cmd_train(args) -> int:
         config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                              warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                              freeze_vision=args.freeze_vision, mask_padding=not args.train_on_padding,
+                             proprio_dropout=args.proprio_dropout,
                              fused_gradient=args.fused_gradient, save_every=args.save_every, cache_gb=args.cache_gb,
                              log_every=args.log_every, seed=args.seed)
     except ValueError as error:

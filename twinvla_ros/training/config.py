@@ -19,6 +19,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     freeze_vision: bool | None = None  # None: frozen from a checkpoint, trained from a random preset
     mask_padding: bool = True           # leave the steps past an episode's end out of the loss
+    proprio_dropout: float = 0.0        # share of samples trained without their state (zeros)
     fused_gradient: bool = False        # train through the fused twin LLM (true re-weighting gradient)
     save_every: int = 500
     keep_checkpoints: int = 2
@@ -34,6 +35,8 @@ class TrainConfig:
             problems.append(f"batch_size must be at least 1, got {self.batch_size}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             problems.append(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if not 0 <= self.proprio_dropout < 1:
+            problems.append(f"proprio_dropout must be in [0, 1), got {self.proprio_dropout}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not (self.cache_gb > 0 and math.isfinite(self.cache_gb)):

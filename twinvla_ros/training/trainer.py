@@ -20,6 +20,7 @@ recipe must be the one the run started with (a difference is refused, listed).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ from torch import nn
 from twinvla_ros.model.configuration_twinvla import TwinVLAConfig
 from twinvla_ros.model.inference import TwinVLAPolicy
 from twinvla_ros.model.modeling_twinvla import TwinVLA
-from twinvla_ros.model.processing_twinvla import build_tiny_tokenizer, has_tokenizer, load_tokenizer
+from twinvla_ros.model.processing_twinvla import ModelInputs, build_tiny_tokenizer, has_tokenizer, load_tokenizer
 from twinvla_ros.model.single_arm import is_single_arm_checkpoint, twin_from_single_arm
 from twinvla_ros.training.config import TrainConfig
 from twinvla_ros.data.lerobot.reader import read_info
@@ -266,6 +267,8 @@ class Trainer:
         try:
             while step < config.steps:
                 inputs, target, valid = model_batch(policy, next(batches))
+                if config.proprio_dropout > 0:
+                    inputs = without_some_proprio(inputs, config.proprio_dropout)
                 inputs = inputs.to(self.device)
                 with autocast:
                     loss = loss_module(inputs, target.to(self.device), valid.to(self.device))
@@ -320,6 +323,14 @@ class Trainer:
             shutil.rmtree(old)
         if losses:
             plot_losses(losses, self.out / "loss.png", f"{self.dataset_root.name}: step {step} of {self.config.steps}")
+
+
+def without_some_proprio(inputs: ModelInputs, share: float) -> ModelInputs:
+    """The batch with the normalized state of a random `share` of its samples zeroed (torch's
+    generator: part of the saved random state). A policy that always sees the arm's pose can
+    learn to copy it and never look for the object; without it, only the cameras tell."""
+    keep = (torch.rand(inputs.proprio.shape[0]) >= share).to(inputs.proprio.dtype)
+    return dataclasses.replace(inputs, proprio=inputs.proprio * keep[:, None].to(inputs.proprio.device))
 
 
 def _mean_over_processes(loss: torch.Tensor, dist: Distributed) -> float:
