@@ -4,7 +4,7 @@ on this CPU, and what a trained policy does in closed loop.
 
     python bench/train_eval.py                          # record 2 sim demos, convert, time training
     python bench/train_eval.py --dataset datasets/lift  # time training on a dataset you have
-    python bench/train_eval.py --eval [--checkpoint DIR] [--eval-episodes 50] [--mode-episodes 20]
+    python bench/train_eval.py --eval --checkpoint DIR [--eval-episodes 50] [--mode-episodes 20] [--jump-episodes 10]
 
 The first line describes the machine. Input: lift_box demonstrations recorded by the real graph
 (`twinvla-ros record --sim`) converted at 20 Hz, 240x320, h264, unless --dataset names one.
@@ -15,15 +15,14 @@ inside the timing (as in a real run). Figures:
   train_steps_per_s_tiny_cpu_fused      --fused-gradient
   train_samples_per_s_tiny_cpu          the first figure x batch size
 
---eval: closed-loop rollouts of a checkpoint (default: the shipped lift_box policy) through the
-real node graph (`twinvla-ros eval`, one process per node), on seeds from 1000 on (the demos it
-was trained on used 0-49). Figures:
+--eval: closed-loop rollouts of a checkpoint through the real node graph (`twinvla-ros eval`, one
+process per node), on seeds from 1000 on (`record --sim` demos use 0, 1, ...). Figures:
   sim_success_rate_default   rtc (the default mode), --eval-episodes seeds, with the 95 % interval
   success_rate_rtc           the same run
   success_rate_sync          sync, the first --mode-episodes of those seeds
-  boundary_jump_async        mean L2 jump of the 20-D action at chunk switches (m, rad of the 6-D
-  boundary_jump_rtc          rotation, gripper 0..1), 150 ms injected latency, execution horizon 5,
-                             --mode-episodes seeds each; with the success rate of those runs
+  boundary_jump_async        mean L2 jump of the 20-D action at chunk switches (m, 6-D rotation,
+  boundary_jump_rtc          gripper 0..1), 150 ms injected latency, execution horizon 5, the
+                             first --jump-episodes seeds each; with the success rate of those runs
 The scripted expert's success rate is bench/scripted_expert.py's.
 """
 from __future__ import annotations
@@ -81,7 +80,7 @@ def rate(report: dict) -> str:
     return f"{report['success_rate']:.2f} ({report['successes']}/{report['num_episodes']}, 95 % CI {low:.2f}-{high:.2f})"
 
 
-def run_evaluations(checkpoint: str, work: Path, episodes: int, mode_episodes: int) -> None:
+def run_evaluations(checkpoint: str, work: Path, episodes: int, mode_episodes: int, jump_episodes: int) -> None:
     started = time.monotonic()
     rtc = evaluate(checkpoint, work / "rtc", "rtc", episodes)
     mean = rtc["mean_time_to_success_s"]
@@ -91,7 +90,7 @@ def run_evaluations(checkpoint: str, work: Path, episodes: int, mode_episodes: i
     sync = evaluate(checkpoint, work / "sync", "sync", mode_episodes)
     print(f"success_rate_sync {rate(sync)}", flush=True)
     for mode in ("async", "rtc"):
-        report = evaluate(checkpoint, work / f"{mode}_150ms", mode, mode_episodes,
+        report = evaluate(checkpoint, work / f"{mode}_150ms", mode, jump_episodes,
                           "injected_latency=0.15", "execution_horizon=5")
         policy = report["policy"]
         print(f"boundary_jump_{mode} {policy.get('mean_boundary_jump', float('nan')):.4f} (plan change "
@@ -107,16 +106,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval", action="store_true", help="closed-loop figures of --checkpoint instead of training speed")
-    parser.add_argument("--checkpoint", default="", help="--eval: checkpoint folder (default: the shipped policy)")
+    parser.add_argument("--checkpoint", default="tiny", help="--eval: checkpoint folder (tiny: random weights)")
     parser.add_argument("--eval-episodes", type=int, default=50, help="--eval: seeds of the rtc run (default 50)")
-    parser.add_argument("--mode-episodes", type=int, default=20, help="--eval: seeds of each other run (default 20)")
+    parser.add_argument("--mode-episodes", type=int, default=20, help="--eval: seeds of the sync run (default 20)")
+    parser.add_argument("--jump-episodes", type=int, default=10, help="--eval: seeds of each 150 ms run (default 10)")
     args = parser.parse_args()
     print(machine_line())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     if args.eval:
         try:
-            run_evaluations(args.checkpoint, work, args.eval_episodes, args.mode_episodes)
+            run_evaluations(args.checkpoint, work, args.eval_episodes, args.mode_episodes, args.jump_episodes)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return

@@ -41,12 +41,16 @@ def _number(values: dict[str, str], key: str) -> float | None:
     return float(values[key]) if key in values else None
 
 
-def run_demo(out: str | Path = "demo_out", duration: float = 20.0, instruction: str = "hand over the box",
-             checkpoint: str = "", mode: str = "rtc", seed: int = 0, log=print) -> dict:
+def run_demo(out: str | Path = "demo_out", duration: float = 20.0, task: str = "lift_box", instruction: str = "",
+             checkpoint: str = "", mode: str = "rtc", seed: int = 1000, log=print) -> dict:
+    """instruction: empty for the task's own (lift_box: "pick up the red box")."""
+    from twinvla_ros.sim.scene import task_spec
+
     out = Path(out)
+    instruction = instruction or task_spec(task).instruction
     domain = isolate_dds()
     specs = anubis_policy(sim=True, checkpoint=checkpoint,
-                          policy_node={"execution_mode": mode, "seed": seed}, sim_node={"seed": seed})
+                          policy_node={"execution_mode": mode, "seed": seed}, sim_node={"seed": seed, "task": task})
     log(f"[demo] starting sim, arm driver and policy, one process each (DDS domain {domain}, localhost only)")
     with ProcessGraphRunner(specs) as graph, GraphRunner([]) as here:
         recorder = DemoRecorder(here.context)
@@ -70,10 +74,13 @@ def run_demo(out: str | Path = "demo_out", duration: float = 20.0, instruction: 
                 f"chunks {p.get('chunks', '-'):>3}  stalls {p.get('stall_ticks', '-'):>3}  "
                 f"inference p50 {p.get('inference_p50_ms', '-')} ms  frames {len(recorder.frames)}")
         time.sleep(1.2)                        # one more diagnostics round with the final counts
+        outcome = recorder.task_status()
+        log(f"[demo] {task}: {'done' if outcome['success'] else 'not done'} ({outcome['reason']})")
         p = recorder.values(policy_status)
         sim = recorder.values("sim_node: simulation")
         summary = {
-            "instruction": instruction, "duration_s": duration, "execution_mode": mode,
+            "task": task, "instruction": instruction, "task_success": bool(outcome["success"]),
+            "task_reason": outcome["reason"], "duration_s": duration, "execution_mode": mode,
             "checkpoint": checkpoint or "embedded tiny demo model (random weights)",
             "published_actions": _number(p, "published_actions"), "chunks": _number(p, "chunks"),
             "stall_ticks": _number(p, "stall_ticks"), "mean_boundary_jump": _number(p, "mean_boundary_jump"),

@@ -22,8 +22,7 @@ DEFAULT_MAX_SECONDS = {"lift_box": 40.0, "handover_box": 150.0, "empty": 20.0}
 
 def register(subparsers) -> None:
     evaluate = subparsers.add_parser("eval", help="closed-loop rollouts of a checkpoint in the sim: success rate, videos")
-    evaluate.add_argument("--checkpoint", default="", help="checkpoint folder (default: the shipped lift_box policy; "
-                          "tiny: random weights)")
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'tiny' for the embedded demo model")
     evaluate.add_argument("--task", default="lift_box", help="sim task (default lift_box)")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int, default=1000, help="first object-placement seed (default 1000)")
@@ -43,7 +42,6 @@ def cmd_eval(args) -> int:
     from twinvla_ros.bringup.graph import anubis_policy
     from twinvla_ros.bringup.runner import GraphRunner, ProcessGraphRunner
     from twinvla_ros.evaluation.closed_loop import evaluate
-    from twinvla_ros.paths import default_policy_dir
     from twinvla_ros.ros.evaluation_client import EvaluationClient
     from twinvla_ros.ros.node import StartupError
     from twinvla_ros.ros.service_client import ServiceCallError
@@ -64,7 +62,8 @@ def cmd_eval(args) -> int:
     instruction = args.instruction or TASKS[args.task].instruction
     # Its own DDS domain: an evaluation must not hear (or move) another graph on this machine.
     isolate_dds()
-    specs = anubis_policy(sim=True, checkpoint=args.checkpoint, sim_node={"task": args.task},
+    checkpoint = "" if args.checkpoint == "tiny" else args.checkpoint
+    specs = anubis_policy(sim=True, checkpoint=checkpoint, sim_node={"task": args.task},
                           policy_node={**policy_settings, "execution_mode": args.mode})
     graph, here = ProcessGraphRunner(specs), GraphRunner([])
     try:
@@ -92,7 +91,7 @@ def cmd_eval(args) -> int:
             return 2
         report = evaluate(client, task=args.task, instruction=instruction,
                           seeds=list(range(args.seed, args.seed + args.episodes)), max_seconds=max_seconds,
-                          out=args.out, checkpoint=args.checkpoint or str(default_policy_dir()), execution_mode=args.mode, videos=args.videos,
+                          out=args.out, checkpoint=args.checkpoint, execution_mode=args.mode, videos=args.videos,
                           policy_settings=policy_settings, progress=progress)
     except (ServiceCallError, TimeoutError) as error:
         print(f"eval: {error}" + (f" (node processes exited: {graph.failed()})" if graph.failed() else ""),

@@ -41,7 +41,7 @@ def _parse_params(pairs: list[str]) -> dict[str, dict]:
 def cmd_demo(args) -> int:
     from twinvla_ros.cli.demo import run_demo
 
-    run_demo(out=args.out, duration=args.duration, instruction=args.instruction,
+    run_demo(out=args.out, duration=args.duration, task=args.task, instruction=args.instruction,
              checkpoint=args.checkpoint, mode=args.mode, seed=args.seed)
     return 0
 
@@ -127,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the sim policy demo and write a video and a plot")
     demo.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     demo.add_argument("--duration", type=float, default=20.0, help="seconds to run after the instruction")
-    demo.add_argument("--instruction", default="hand over the box")
+    demo.add_argument("--task", default="lift_box", help="sim task (default lift_box)")
+    demo.add_argument("--instruction", default="", help="default: the task's own (lift_box: 'pick up the red box')")
     demo.add_argument("--checkpoint", default="", help="TwinVLA checkpoint dir (default: embedded tiny model)")
     demo.add_argument("--mode", default="rtc", choices=["sync", "async", "rtc"], help="chunk execution mode")
-    demo.add_argument("--seed", type=int, default=0, help="object placement and policy noise seed")
+    demo.add_argument("--seed", type=int, default=1000, help="object placement and policy noise seed (default 1000: "
+                      "`record --sim` demos use 0, 1, ...)")
     demo.set_defaults(func=cmd_demo)
 
     launch = sub.add_parser("launch", help="run a node graph in this process (where ros2 launch is missing)")

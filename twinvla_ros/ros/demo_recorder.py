@@ -1,26 +1,28 @@
 """The demo's eyes: a node that records what a person wants to see of a run.
 
 The ego camera frames, both arms' commanded (eef_target) and reached (eef_pose) positions, and
-the latest /diagnostics values of every node; it also sends the instruction.
+the latest /diagnostics values of every node; it also sends the instruction and asks the sim
+whether the task is done.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from twinvla_ros.robot.bimanual import ARMS
 from twinvla_ros.ros.messages import image_to_rgb, pose_to_matrix
 from twinvla_ros.ros.qos import COMMAND_QOS, SENSOR_QOS
+from twinvla_ros.ros.service_client import ServiceClient
 
 
-class DemoRecorder(Node):
+class DemoRecorder(ServiceClient):
     """Records the ego camera, both arms' commanded and reached EEF positions, and the latest
     /diagnostics values of every node."""
 
@@ -46,6 +48,10 @@ class DemoRecorder(Node):
 
     def send_instruction(self, text: str) -> None:
         self._instruction_pub.publish(String(data=text))
+
+    def task_status(self, sim: str = "sim_node") -> dict:
+        """The sim's success check now: {"task", "success", "reason", "objects"}."""
+        return json.loads(self._trigger(f"/{sim}/task_status"))
 
     def start(self) -> None:
         """(Re)start recording: clear what was recorded, time 0 is now."""
