@@ -11,7 +11,6 @@ import threading
 import time
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -31,8 +30,6 @@ class DemoRecorder(ServiceClient):
         self._lock = threading.Lock()
         self.t0: float | None = None
         self.frames: list[np.ndarray] = []
-        self.diagnostics: dict[str, dict[str, str]] = {}
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, COMMAND_QOS)
         self.commanded = {side: ([], []) for side in ARMS}
         self.reached = {side: ([], []) for side in ARMS}
         self.create_subscription(Image, "/cameras/ego/color/image_raw", self._on_image, SENSOR_QOS)
@@ -67,14 +64,8 @@ class DemoRecorder(ServiceClient):
             if self.t0 is not None:
                 self.frames.append(image_to_rgb(msg))
 
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        with self._lock:
-            for status in msg.status:
-                self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
-
     def values(self, status_name: str) -> dict[str, str]:
-        with self._lock:
-            return dict(self.diagnostics.get(status_name, {}))
+        return self.diagnostic_status(status_name)[1]
 
     def _on_pose(self, store, msg: PoseStamped) -> None:
         with self._lock:

@@ -13,11 +13,9 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import SetBool
 
-from twinvla_ros.ros.qos import COMMAND_QOS
 from twinvla_ros.ros.service_client import ServiceCallError, ServiceClient
 
 
@@ -33,22 +31,10 @@ class EpisodeClient(ServiceClient):
                  timeout: float = 15.0, **node_kwargs):
         super().__init__("episode_client", timeout=timeout, **node_kwargs)
         self.recorder, self.teleop, self.sim = recorder, teleop, sim
-        self._lock = threading.Lock()
-        self._recorder_values: dict[str, str] = {}
-        self._recorder_message = ""
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, COMMAND_QOS)
-
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == f"{self.recorder}: recorder":
-                with self._lock:
-                    self._recorder_values = {kv.key: kv.value for kv in status.values}
-                    self._recorder_message = status.message
 
     def recorder_status(self) -> tuple[str, dict[str, str]]:
         """(message, values) of the recorder's last /diagnostics status."""
-        with self._lock:
-            return self._recorder_message, dict(self._recorder_values)
+        return self.diagnostic_status(f"{self.recorder}: recorder")
 
     def live_rates(self) -> dict[str, float]:
         _, values = self.recorder_status()

@@ -8,7 +8,6 @@ import threading
 import time
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
@@ -44,14 +43,6 @@ class EvaluationClient(ServiceClient):
         self._instruction = self.create_publisher(String, "/instruction", COMMAND_QOS)
         self.create_subscription(JointState, "/joint_states", self._on_joints, COMMAND_QOS)
         self.create_subscription(Image, EGO_TOPIC, self._on_image, SENSOR_QOS)
-        self._policy_values: dict[str, str] = {}
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, COMMAND_QOS)
-
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == f"{self.policy}: policy":
-                with self._lock:
-                    self._policy_values = {item.key: item.value for item in status.values}
 
     def _on_joints(self, msg: JointState) -> None:
         with self._lock:
@@ -122,8 +113,7 @@ class EvaluationClient(ServiceClient):
 
     def policy_diagnostics(self) -> dict[str, str]:
         """The policy node's latest /diagnostics values (its counters run over the whole evaluation)."""
-        with self._lock:
-            return dict(self._policy_values)
+        return self.diagnostic_status(f"{self.policy}: policy")[1]
 
     def start_frames(self, keep_all: bool) -> None:
         with self._lock:

@@ -2,18 +2,24 @@
 episode controls (episode_client) and the closed-loop evaluation (evaluation_client).
 
 It is spun by some executor (a runner's thread, or its own); a call blocks the calling thread
-only, never that executor, and a refusal or a silent service raises `error` with the reason.
+only, never that executor, and a refusal or a silent service raises `error` with the reason. It
+also keeps the latest /diagnostics status of every node (`diagnostic_status`), which is how the
+other nodes say how they are doing.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import ListParameters, SetParameters
 from rclpy.node import Node
 from std_srvs.srv import Trigger
+
+from twinvla_ros.ros.qos import COMMAND_QOS
 
 
 class ServiceCallError(RuntimeError):
@@ -41,6 +47,21 @@ class ServiceClient(Node):
     def __init__(self, name: str, *, timeout: float = 15.0, **node_kwargs):
         super().__init__(name, **node_kwargs)
         self.timeout = timeout
+        self._statuses_lock = threading.Lock()
+        self._statuses: dict[str, tuple[str, dict[str, str]]] = {}
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, COMMAND_QOS)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        with self._statuses_lock:
+            for status in msg.status:
+                self._statuses[status.name] = (status.message, {kv.key: kv.value for kv in status.values})
+
+    def diagnostic_status(self, name: str) -> tuple[str, dict[str, str]]:
+        """(message, values) of the last /diagnostics status called `name` ("recorder_node:
+        recorder"); ("", {}) before one arrived."""
+        with self._statuses_lock:
+            message, values = self._statuses.get(name, ("", {}))
+        return message, dict(values)
 
     def _call(self, srv_type, name: str, request, timeout: float | None = None):
         timeout = self.timeout if timeout is None else timeout
