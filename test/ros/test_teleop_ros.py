@@ -260,8 +260,12 @@ def test_sim_expert_demo_lifts_the_box(graph):
 def test_a_demo_waits_for_a_peer_whose_service_appears_late(graph):
     """`record --processes` starts the teleop node next to its peers: the first demo must wait
     for their services to be discovered, not fail ("service ... is not available")."""
-    go_home(graph)                        # the late driver's go_home below moves nothing
     probe = graph.probe
+    # The late driver's go_home below moves nothing: the arms start home. The sim's reset puts
+    # them there (the last test's demo may have left the right arm holding the box up, where
+    # going home drags the box along), the real driver's go_home makes its setpoint follow.
+    assert probe.call(Trigger, "/sim_node/reset", Trigger.Request()).success
+    go_home(graph)
     node = start_teleop(graph, "teleop_early", backend="sim_expert", task="lift_box", seed=5,
                         arm_driver_node="late_driver")
     client = probe.create_client(Trigger, "/teleop_early/start_demo")
