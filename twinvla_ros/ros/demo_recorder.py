@@ -1,12 +1,11 @@
 """The demo's eyes: a node that records what a person wants to see of a run.
 
 The ego camera frames, both arms' commanded (eef_target) and reached (eef_pose) positions, and
-the latest /diagnostics values of every node; it also sends the instruction and asks the sim
-whether the task is done.
+the latest /diagnostics values of every node; it also sends the instruction, and asks the sim
+whether the task is done (ServiceClient.task_status).
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -45,10 +44,6 @@ class DemoRecorder(ServiceClient):
 
     def send_instruction(self, text: str) -> None:
         self._instruction_pub.publish(String(data=text))
-
-    def task_status(self, sim: str = "sim_node") -> dict:
-        """The sim's success check now: {"task", "success", "reason", "objects"}."""
-        return json.loads(self._trigger(f"/{sim}/task_status"))
 
     def start(self) -> None:
         """(Re)start recording: clear what was recorded, time 0 is now."""

@@ -64,9 +64,6 @@ class EpisodeClient(ServiceClient):
     def demo_status(self) -> dict:
         return json.loads(self._trigger(f"/{self.teleop}/demo_status"))
 
-    def task_status(self) -> dict:
-        return json.loads(self._trigger(f"/{self.sim}/task_status"))
-
 
 @contextmanager
 def standalone_client(args: list[str] | None = None, **kwargs) -> Iterator[EpisodeClient]:

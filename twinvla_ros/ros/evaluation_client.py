@@ -105,9 +105,6 @@ class EvaluationClient(ServiceClient):
         self.set_parameters(self.sim, seed=int(seed))
         return json.loads(self._trigger(f"/{self.sim}/reset"))
 
-    def task_status(self) -> dict:
-        return json.loads(self._trigger(f"/{self.sim}/task_status"))
-
     def say(self, instruction: str) -> None:
         self._instruction.publish(String(data=instruction))
 

@@ -8,6 +8,7 @@ other nodes say how they are doing.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -43,6 +44,7 @@ def _parameter(name: str, value: Any) -> ParameterMsg:
 class ServiceClient(Node):
     error: type[ServiceCallError] = ServiceCallError
     missing_hint = "is the graph running?"
+    sim = "sim_node"                 # the sim node whose task_status() is asked
 
     def __init__(self, name: str, *, timeout: float = 15.0, **node_kwargs):
         super().__init__(name, **node_kwargs)
@@ -91,6 +93,10 @@ class ServiceClient(Node):
         refused = [f"{name}: {r.reason}" for name, r in zip(values, response.results) if not r.successful]
         if refused:
             raise self.error(f"/{node} refused " + "; ".join(refused))
+
+    def task_status(self) -> dict:
+        """The sim's success check now: {"task", "success", "reason", "objects"}."""
+        return json.loads(self._trigger(f"/{self.sim}/task_status"))
 
     def parameter_names(self, node: str) -> list[str]:
         """The parameters `node` declares (`ros2 param list`)."""
