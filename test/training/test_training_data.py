@@ -73,7 +73,7 @@ def test_a_dataset_that_fits_the_cache_is_one_block_and_a_larger_one_is_split(tr
     whole = TrainingBatches(training_dataset, horizon=20, batch_size=4, image_size=56, cache_bytes=97 * frame)
     split = TrainingBatches(training_dataset, horizon=20, batch_size=4, image_size=56, cache_bytes=96 * frame)
     assert (whole.episodes_per_block, split.episodes_per_block) == (3, 2)
-    assert whole.dataset._cache_size == 3
+    assert whole.dataset.cached_episodes == 3
 
 
 def test_cached_frames_are_what_the_model_makes_of_the_full_size_image():

@@ -10,11 +10,11 @@ Order: the reader decodes whole episodes into a cache, so batches are drawn epis
 episode block (a shuffled order of episodes, `episodes_per_block` at a time, their frames
 shuffled together) instead of uniformly over the dataset, which would decode an episode per
 sample. The cache holds frames at the model's input size and as many episodes as fit its memory
-budget: a dataset that fits is one block, every batch a uniform draw from all of it (50
-demos of ~13 s at 20 fps: 5.9 GB); a larger one trains block after block, where each batch
-sees only the block's episodes. The stream of batches is infinite and a pure function of (seed, rank, position): a
-resumed run skips the batches it already trained on without decoding them, and each process of
-a multi-process run draws its own stream.
+budget: a dataset that fits is one block, every batch a uniform draw from all of it (50 sim
+demos of ~14 s at 20 fps, three 224x224 cameras: 6.5 GB); a larger one trains block after
+block, where each batch sees only the block's episodes. The stream of batches is infinite and a
+pure function of (seed, rank, position): a resumed run skips the batches it already trained on
+without decoding them, and each process of a multi-process run draws its own stream.
 """
 from __future__ import annotations
 
@@ -109,11 +109,11 @@ class TrainingBatches:
 
     def __init__(self, root: str | Path, *, horizon: int, batch_size: int, image_size: int, cache_bytes: float,
                  seed: int = 0, rank: int = 0) -> None:
-        info_only = LeRobotEpisodes(root, action_horizon=horizon, load_images=False)
-        frame_bytes = len(IMAGE_KEYS) * image_size * image_size * 3
-        self.episodes_per_block = episodes_that_fit(info_only.episode_lengths, frame_bytes, cache_bytes)
-        self.dataset = LeRobotEpisodes(root, action_horizon=horizon, cached_episodes=self.episodes_per_block,
+        self.dataset = LeRobotEpisodes(root, action_horizon=horizon,
                                        frame_transform=lambda frames: resize_frames(frames, image_size))
+        frame_bytes = len(IMAGE_KEYS) * image_size * image_size * 3
+        self.episodes_per_block = episodes_that_fit(self.dataset.episode_lengths, frame_bytes, cache_bytes)
+        self.dataset.cached_episodes = self.episodes_per_block
         self.sampler = EpisodeBlockSampler(self.dataset.episode_starts, self.dataset.episode_lengths, batch_size,
                                            seed=seed, rank=rank, episodes_per_block=self.episodes_per_block)
 

@@ -117,7 +117,7 @@ class LeRobotEpisodes:
         self.image_keys = tuple(image_keys)
         self.load_images = load_images
         self._cache: OrderedDict[int, dict] = OrderedDict()
-        self._cache_size = cached_episodes
+        self.cached_episodes = cached_episodes   # the LRU cache size; training sets it to a memory budget
 
         self.info = read_info(self.root, self.image_keys)
         self.fps = int(self.info["fps"])
@@ -272,7 +272,7 @@ class LeRobotEpisodes:
         for array in (data["state"], data["action"], data["timestamp"], data["frame_index"], *data["images"].values()):
             array.flags.writeable = False
         self._cache[episode] = data
-        if len(self._cache) > self._cache_size:
+        while len(self._cache) > self.cached_episodes:
             self._cache.popitem(last=False)
         return data
 
