@@ -19,7 +19,7 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from dynamixel_responder import DynamixelResponder, arm_hardware
-from ros_probe import Probe, diagnostic_values, run_for, wait_for
+from ros_probe import Probe, diagnostic_values, wait_for
 from twinvla_ros.bringup.graph import sim_robot
 from twinvla_ros.bringup.runner import GraphRunner
 from twinvla_ros.hardware.motors.dynamixel.config import motor_angle_to_counts
@@ -274,9 +274,12 @@ def test_a_demo_waits_for_a_peer_whose_service_appears_late(graph):
         assert client.wait_for_service(timeout_sec=10.0)
         future = client.call_async(Trigger.Request())
 
-        def still_waiting():
-            assert not future.done(), future.result().message if future.done() else ""
-        run_for(1.0, 0.1, still_waiting)
+        def demo_status():
+            return json.loads(probe.call(Trigger, "/teleop_early/demo_status", Trigger.Request()).message)
+        # Without the wait the demo fails at once ("failed: ... not available") and never shows this.
+        wait_for(lambda: (s := demo_status())["phase"] == "going home" and not s["done"], 10.0,
+                 "the demo to wait for the driver's go_home")
+        assert not future.done(), future.result().message
 
         late = Node("late_driver", context=graph.context)
 
