@@ -60,9 +60,9 @@ def cmd_eval(args) -> int:
         return 2
     max_seconds = args.max_seconds or DEFAULT_MAX_SECONDS.get(args.task, 60.0)
     instruction = args.instruction or TASKS[args.task].instruction
+    checkpoint = "" if args.checkpoint == "tiny" else args.checkpoint
     # Its own DDS domain: an evaluation must not hear (or move) another graph on this machine.
     isolate_dds()
-    checkpoint = "" if args.checkpoint == "tiny" else args.checkpoint
     specs = anubis_policy(sim=True, checkpoint=checkpoint, sim_node={"task": args.task},
                           policy_node={**policy_settings, "execution_mode": args.mode})
     graph, here = ProcessGraphRunner(specs), GraphRunner([])
