@@ -29,7 +29,7 @@ def make_world():
         w.close()
 
 
-@pytest.mark.parametrize("task, seeds", [("lift_box", (1, 8)), ("empty", (2,)), ("handover_box", (3, 14))])
+@pytest.mark.parametrize("task, seeds", [("lift_box", (1, 8)), ("lift_box_narrow", (4,)), ("empty", (2,)), ("handover_box", (3, 14))])
 def test_the_expert_succeeds_without_any_safety_intervention(make_world, task, seeds):
     world = make_world(task)
     for seed in seeds:

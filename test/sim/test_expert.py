@@ -18,7 +18,7 @@ from twinvla_ros.robot.kinematics import ArmKinematics
 from twinvla_ros.sim import SimConfig, SimWorld, make_expert
 from twinvla_ros.sim.expert import ExpertTargets
 
-TASKS = ("lift_box", "handover_box", "empty")
+TASKS = ("lift_box", "lift_box_narrow", "handover_box", "empty")
 DESCRIPTION = load_description()
 KINEMATICS = {side: ArmKinematics(DESCRIPTION, side) for side in ("left", "right")}
 DEFAULTS = SafetyLimits()
@@ -203,7 +203,7 @@ def test_targets_are_reachable_with_joint_steps_well_below_the_caps(worlds, task
         check_stream(task, plan(worlds, task, seed), with_ik=True)
 
 
-@pytest.mark.parametrize("task", ["lift_box", "handover_box"])
+@pytest.mark.parametrize("task", ["lift_box", "lift_box_narrow", "handover_box"])
 def test_every_placement_of_many_seeds_has_a_plan(worlds, task):
     """The scene's spawn regions and the expert's margins agree: no seed is refused."""
     for seed in range(100, 300):

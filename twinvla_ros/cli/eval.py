@@ -17,7 +17,7 @@ import sys
 
 # The scripted experts' demos last ~12 s (lift_box) and ~49 s (handover_box): a policy gets
 # about three times that before an episode counts as failed.
-DEFAULT_MAX_SECONDS = {"lift_box": 40.0, "handover_box": 150.0, "empty": 20.0}
+DEFAULT_MAX_SECONDS = {"lift_box": 40.0, "lift_box_narrow": 40.0, "handover_box": 150.0, "empty": 20.0}
 
 
 def register(subparsers) -> None:

@@ -18,7 +18,8 @@ the driver's IK is; a placement that cannot be done is a ValueError, not a faili
 
 The demos (grasp geometry from test/sim/test_physics.py's top-down grasp: grasp point ~1.2 cm
 above the box centre, fingers closing across two opposite faces):
-- lift_box: the right arm grasps the box top-down and lifts it 10-14 cm; the left arm holds still.
+- lift_box (and lift_box_narrow): the right arm grasps the box top-down and lifts it 10-14 cm;
+  the left arm holds still.
 - handover_box: the right arm grasps the box top-down, lifts it and turns it sideways to a
   handover point above the middle of the table (its tool pointing at the left arm, the box
   sticking out of its fingers towards the left); the left arm, tool pointing back at the right
@@ -527,7 +528,7 @@ def _empty(objects: dict, start: dict[str, np.ndarray], draw: _Draw, robot: _Rob
     return lines
 
 
-_PLANS = {"lift_box": _lift_box, "handover_box": _handover_box, "empty": _empty}
+_PLANS = {"lift_box": _lift_box, "lift_box_narrow": _lift_box, "handover_box": _handover_box, "empty": _empty}
 
 
 def make_expert(task: str, object_poses: Mapping[str, np.ndarray], start_poses: Mapping[str, np.ndarray],

@@ -5,8 +5,8 @@
 in a log or a test failure. Pure geometry: the same check serves the offline rollouts
 (twinvla_ros.evaluation.sim_rollout), the sim node's `~/task_status` service and the benchmarks.
 
-- lift_box: the box's lowest point is at least LIFT_MIN (5 cm) above the table top. Checked at
-  the end of a demo, a box can only be that high while a gripper holds it.
+- lift_box, lift_box_narrow: the box's lowest point is at least LIFT_MIN (5 cm) above the table
+  top. Checked at the end of a demo, a box can only be that high while a gripper holds it.
 - handover_box: the box rests on the green pad: its centre over the pad's top face (inside by
   PAD_INSIDE_MARGIN) and its lowest point on that face (within REST_TOLERANCE), standing on any
   face; the pad itself still lies on the table.
@@ -86,7 +86,7 @@ def _empty(objects) -> tuple[bool, str]:
     return True, "no objects to check: the demo ran to its end"
 
 
-_CHECKS = {"lift_box": _lift_box, "handover_box": _handover_box, "empty": _empty}
+_CHECKS = {"lift_box": _lift_box, "lift_box_narrow": _lift_box, "handover_box": _handover_box, "empty": _empty}
 
 
 def task_success(task: str, object_poses: Mapping[str, np.ndarray]) -> tuple[bool, str]:
