@@ -63,7 +63,8 @@ def test_decay_spares_biases_and_norms_and_the_frozen_vision_tower_is_left_out()
     ("steps", 0, "steps"), ("batch_size", 0, "batch_size"), ("learning_rate", -1.0, "learning_rate"),
     ("learning_rate", math.nan, "learning_rate"), ("warmup_ratio", 1.0, "warmup_ratio"), ("save_every", 0, "save_every"),
     ("proprio_dropout", 1.0, "proprio_dropout"), ("proprio_dropout", -0.1, "proprio_dropout"),
-    ("cache_gb", 0.0, "cache_gb"), ("cache_gb", math.inf, "cache_gb"),
+    ("cache_gb", 0.0, "cache_gb"), ("cache_gb", math.inf, "cache_gb"), ("diffusion_batch", 0, "diffusion_batch"),
+    ("image_size", 0, "image_size"),
 ])
 def test_bad_settings_are_refused_with_the_reason(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -115,6 +115,37 @@ def test_the_cli_trains_and_says_what_is_wrong_with_a_dataset(training_dataset, 
     assert cli(["train", "--dataset", str(training_dataset), "--out", str(tmp_path / "x"), "--steps", "0"]) == 2
 
 
+def test_a_smaller_image_size_and_fewer_noise_draws_train_and_are_kept(training_dataset, tmp_path, monkeypatch):
+    """The CPU recipe's knobs: a preset at 112 px (16 tokens a camera, not 64) and 2 noise draws
+    per sample; the checkpoint takes 112 px images, resume applies the draws again."""
+    import twinvla_ros.model.modeling_twinvla as modeling
+
+    draws = []
+    loss = modeling.flow_matching_loss
+    monkeypatch.setattr(modeling, "flow_matching_loss", lambda net, z, rows, diffusion_batch, *args, **kwargs: (
+        draws.append(diffusion_batch), loss(net, z, rows, diffusion_batch, *args, **kwargs))[1])
+    config = TrainConfig(steps=4, batch_size=2, learning_rate=1e-3, warmup_ratio=0.0, save_every=2,
+                         diffusion_batch=2, image_size=112)
+
+    def stop_at_3(step, total, loss):
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Trainer(training_dataset, tmp_path / "run", config=config, progress=stop_at_3).run()
+    assert draws == [2, 2, 2]
+    result = Trainer(training_dataset, tmp_path / "run", config=config, resume=True).run()
+    assert result.steps_this_run == 2 and draws == [2] * 5       # steps 3 and 4 again, from the step-2 checkpoint
+    policy = TwinVLAPolicy.from_pretrained(result.final)
+    assert policy.config.image_size == 112 and policy.config.num_image_tokens == 16
+    batch = next(TrainingBatches(training_dataset, horizon=20, batch_size=1, image_size=112, cache_bytes=1e9).stream())
+    assert np.isfinite(policy.predict(batch.observations[0], seed=0)).all()
+    with pytest.raises(ValueError, match="multiple of 28"):
+        Trainer(training_dataset, tmp_path / "bad", config=TrainConfig(image_size=100)).run()
+    with pytest.raises(ValueError, match="takes 112 px images"):
+        Trainer(training_dataset, tmp_path / "other", init=str(result.final), config=TrainConfig(image_size=224)).run()
+
+
 def test_fine_tuning_starts_from_a_single_arm_checkpoint(training_dataset, tmp_path):
     """How real fine-tuning starts: the twin built from the single-arm SingleVLA (here a tiny one
     in the published layout) trains and is saved as a twin checkpoint."""

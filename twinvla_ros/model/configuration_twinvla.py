@@ -163,6 +163,16 @@ class TwinVLAConfig:
         side = self.image_size // self.patch_size
         return int(side * side * self.downsample_ratio**2)
 
+    def with_image_size(self, size: int) -> "TwinVLAConfig":
+        """This architecture for `size` px images (a random model's choice: a checkpoint's vision
+        encoder keeps the size it was trained at). ValueError unless the pixel shuffle can merge
+        the patch grid: size a multiple of patch / downsample_ratio (28 for patch 14)."""
+        step = round(self.patch_size / self.downsample_ratio)
+        if isinstance(size, bool) or not isinstance(size, int) or size < step or size % step:
+            raise ValueError(f"image size must be a positive multiple of {step} px (patch {self.patch_size}, "
+                             f"pixel shuffle {self.downsample_ratio}), got {size!r}")
+        return dataclasses.replace(self, vision={**self.vision, "image_size": size}, force_image_size=size)
+
     @property
     def dit_dims(self) -> tuple[int, int, int]:
         if self.dit_size not in DIT_SIZES:

@@ -20,6 +20,8 @@ class TrainConfig:
     freeze_vision: bool | None = None  # None: frozen from a checkpoint, trained from a random preset
     mask_padding: bool = True           # leave the steps past an episode's end out of the loss
     proprio_dropout: float = 0.0        # share of samples trained without their state (zeros)
+    diffusion_batch: int | None = None  # noise draws per sample in the flow loss; None: the model's (16, as the reference)
+    image_size: int | None = None       # px, from a random preset only; None: the preset's own
     fused_gradient: bool = False        # train through the fused twin LLM (true re-weighting gradient)
     save_every: int = 500
     keep_checkpoints: int = 2
@@ -39,6 +41,10 @@ class TrainConfig:
             problems.append(f"proprio_dropout must be in [0, 1), got {self.proprio_dropout}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.diffusion_batch is not None and self.diffusion_batch < 1:
+            problems.append(f"diffusion_batch must be at least 1, got {self.diffusion_batch}")
+        if self.image_size is not None and self.image_size < 1:
+            problems.append(f"image_size must be at least 1 px, got {self.image_size}")
         if not (self.cache_gb > 0 and math.isfinite(self.cache_gb)):
             problems.append(f"cache_gb must be a positive number, got {self.cache_gb}")
         if self.save_every < 1 or self.log_every < 1 or self.keep_checkpoints < 1:

@@ -93,11 +93,14 @@ class _Loss(nn.Module):
                                        valid_steps=valid_steps if self.mask_padding else None)
 
 
-def initial_model(init: str, *, seed: int, device: torch.device, tokenizer_path: str | Path | None = None):
+def initial_model(init: str, *, seed: int, device: torch.device, tokenizer_path: str | Path | None = None,
+                  image_size: int | None = None):
     """(TwinVLA in float32 on `device`, tokenizer) from a preset name, a twin checkpoint directory
-    or a single-arm (SingleVLA) one."""
+    or a single-arm (SingleVLA) one. image_size: a preset's images in px instead of its own; a
+    checkpoint's encoder keeps its size, so another one is a ValueError."""
     if init in PRESETS:
-        model = TwinVLA.random(TwinVLAConfig.preset(init), seed=seed)
+        config = TwinVLAConfig.preset(init)
+        model = TwinVLA.random(config if image_size is None else config.with_image_size(image_size), seed=seed)
         tokenizer = build_tiny_tokenizer()
     else:
         path = Path(init)
@@ -113,6 +116,9 @@ def initial_model(init: str, *, seed: int, device: torch.device, tokenizer_path:
         else:
             model = TwinVLA.from_pretrained(path, dtype=torch.float32)
         tokenizer = load_tokenizer(tokenizer_path)
+        if image_size is not None and image_size != model.config.image_size:
+            raise ValueError(f"--init {init}: its vision encoder takes {model.config.image_size} px images; "
+                             "another image size is for a random preset only")
     return model.to(device), tokenizer
 
 
@@ -221,7 +227,10 @@ class Trainer:
     def _build(self):
         source = str(self.resume_from) if self.resume_from is not None else self.init
         model, tokenizer = initial_model(source, seed=self.config.seed, device=self.device,
-                                         tokenizer_path=self.tokenizer_path if self.resume_from is None else None)
+                                         tokenizer_path=self.tokenizer_path if self.resume_from is None else None,
+                                         image_size=self.config.image_size)
+        if self.config.diffusion_batch is not None:       # not saved in checkpoints: set again on resume
+            model.config.diffusion_batch = self.config.diffusion_batch
         # The policy object is the model's processor and normalizer (the dataset's statistics)
         # and writes checkpoints; it sets requires_grad off, which training turns back on.
         policy = TwinVLAPolicy(model, tokenizer, self.statistics)
