@@ -4,7 +4,8 @@ on this CPU, and what a trained policy does in closed loop.
 
     python bench/train_eval.py                          # record 2 sim demos, convert, time training
     python bench/train_eval.py --dataset datasets/lift  # time training on a dataset you have
-    python bench/train_eval.py --eval --checkpoint DIR [--eval-episodes 50] [--mode-episodes 20] [--jump-episodes 10]
+    python bench/train_eval.py --eval --checkpoint DIR [--task lift_box] [--eval-episodes 50]
+                               [--mode-episodes 20] [--jump-episodes 10]
 
 The first line describes the machine. Input: lift_box demonstrations recorded by the real graph
 (`twinvla-ros record --sim`) converted at 20 Hz, 240x320, h264, unless --dataset names one.
@@ -64,8 +65,8 @@ def steps_per_s(dataset: Path, out: Path, steps: int, batch_size: int, fused: bo
     return steps / (times[-1] - times[WARMUP_STEPS - 1])
 
 
-def evaluate(checkpoint: str, out: Path, mode: str, episodes: int, *params: str) -> dict:
-    command = [sys.executable, "-m", "twinvla_ros.cli.main", "eval", "--checkpoint", checkpoint, "--task", "lift_box",
+def evaluate(checkpoint: str, task: str, out: Path, mode: str, episodes: int, *params: str) -> dict:
+    command = [sys.executable, "-m", "twinvla_ros.cli.main", "eval", "--checkpoint", checkpoint, "--task", task,
                "--episodes", str(episodes), "--seed", "1000", "--mode", mode, "--videos", "0", "--out", str(out)]
     for param in params:
         command += ["--policy-param", param]
@@ -80,17 +81,19 @@ def rate(report: dict) -> str:
     return f"{report['success_rate']:.2f} ({report['successes']}/{report['num_episodes']}, 95 % CI {low:.2f}-{high:.2f})"
 
 
-def run_evaluations(checkpoint: str, work: Path, episodes: int, mode_episodes: int, jump_episodes: int) -> None:
+def run_evaluations(checkpoint: str, task: str, work: Path, episodes: int, mode_episodes: int,
+                    jump_episodes: int) -> None:
     started = time.monotonic()
-    rtc = evaluate(checkpoint, work / "rtc", "rtc", episodes)
+    print(f"task {task}, checkpoint {checkpoint}", flush=True)
+    rtc = evaluate(checkpoint, task, work / "rtc", "rtc", episodes)
     mean = rtc["mean_time_to_success_s"]
     print(f"sim_success_rate_default {rate(rtc)}, mean time to success "
           + (f"{mean:.1f} s" if mean is not None else "-"), flush=True)
     print(f"success_rate_rtc {rate(rtc)}", flush=True)
-    sync = evaluate(checkpoint, work / "sync", "sync", mode_episodes)
+    sync = evaluate(checkpoint, task, work / "sync", "sync", mode_episodes)
     print(f"success_rate_sync {rate(sync)}", flush=True)
     for mode in ("async", "rtc"):
-        report = evaluate(checkpoint, work / f"{mode}_150ms", mode, jump_episodes,
+        report = evaluate(checkpoint, task, work / f"{mode}_150ms", mode, jump_episodes,
                           "injected_latency=0.15", "execution_horizon=5")
         policy = report["policy"]
         print(f"boundary_jump_{mode} {policy.get('mean_boundary_jump', float('nan')):.4f} (plan change "
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval", action="store_true", help="closed-loop figures of --checkpoint instead of training speed")
     parser.add_argument("--checkpoint", default="tiny", help="--eval: checkpoint folder (tiny: random weights)")
+    parser.add_argument("--task", default="lift_box", help="--eval: sim task (default lift_box)")
     parser.add_argument("--eval-episodes", type=int, default=50, help="--eval: seeds of the rtc run (default 50)")
     parser.add_argument("--mode-episodes", type=int, default=20, help="--eval: seeds of the sync run (default 20)")
     parser.add_argument("--jump-episodes", type=int, default=10, help="--eval: seeds of each 150 ms run (default 10)")
@@ -116,7 +120,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     if args.eval:
         try:
-            run_evaluations(args.checkpoint, work, args.eval_episodes, args.mode_episodes, args.jump_episodes)
+            run_evaluations(args.checkpoint, args.task, work, args.eval_episodes, args.mode_episodes, args.jump_episodes)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
