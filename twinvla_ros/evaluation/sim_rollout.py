@@ -12,7 +12,7 @@ rollout is exact and repeatable however loaded the machine is.
 
 An agent is any `agent(t, measured_poses) -> ExpertTargets` (t: seconds since the rollout
 started; measured_poses: side -> the measured 4x4 EEF pose in eef_reference): a scripted expert
-(`expert_agent`) now, a policy later. The result carries the task's success check on the final
+(`expert_agent`) or a policy (`policy_agent`: sync execution in sim time). The result carries the task's success check on the final
 object poses, the measured EEF trajectories and every safety counter of both controllers, so a
 test can assert that an expert never makes the driver clamp, reject, hold or miss a target.
 """
@@ -27,7 +27,8 @@ import numpy as np
 from twinvla_ros.control.controller import ArmController
 from twinvla_ros.control.safety import SafetyLimits
 from twinvla_ros.hardware.motors import BusReading
-from twinvla_ros.robot.bimanual import ARMS
+from twinvla_ros.robot.bimanual import ARMS, GRIPPER, ArmPose, arm_slice, pack, unpack
+from twinvla_ros.robot.cameras import CAMERAS
 from twinvla_ros.robot.description import load_description
 from twinvla_ros.robot.kinematics import ArmKinematics
 from twinvla_ros.sim import SimWorld
@@ -149,6 +150,42 @@ def measured_eef_poses(world: SimWorld) -> dict[str, np.ndarray]:
 def expert_agent(expert: ScriptedExpert) -> Agent:
     """A scripted expert as an agent: its targets by time, whatever the arms measure."""
     return lambda t, measured: expert.targets(t)
+
+
+def policy_agent(policy, world: SimWorld, instruction: str, *, control_rate: float = 20.0, seed: int = 0,
+                 execution_horizon: int | None = None) -> Agent:
+    """A policy (TwinVLAPolicy, or anything with `predict(observation, seed=)` returning (H, 20)
+    actions in robot units) as an agent, with no latency: it looks (the world's three cameras, the
+    measured EEF poses, the gripper openings, as the node builds its proprio) at t = 0 and after
+    every `execution_horizon` actions (None: the whole chunk, the node's sync mode), and action k
+    of a chunk is the target from k / control_rate on. The model's compute takes no simulated
+    time, so a rollout is exact and repeatable; chunk i is sampled with noise seed `seed + i`."""
+    if execution_horizon is not None and execution_horizon < 1:
+        raise ValueError(f"execution_horizon must be at least 1, got {execution_horizon}")
+    from twinvla_ros.model import Observation
+
+    description = load_description()
+    strokes = {side: description.arms[side].gripper_stroke for side in ARMS}
+    gripper_index = {side: world.joint_names.index(description.arms[side].gripper_joint) for side in ARMS}
+    chunk, chunk_start, chunks = None, 0.0, 0
+
+    def agent(t: float, measured: dict[str, np.ndarray]) -> ExpertTargets:
+        nonlocal chunk, chunk_start, chunks
+        step = math.floor((t - chunk_start) * control_rate + 1e-9)
+        if chunk is None or step >= min(len(chunk), execution_horizon or len(chunk)):
+            positions = world.joint_state()[0]
+            proprio = pack(*(ArmPose.from_matrix(measured[side], positions[gripper_index[side]] / strokes[side])
+                             for side in ARMS))
+            images = world.render_all()
+            chunk = policy.predict(Observation(instruction, *(images[camera] for camera in CAMERAS), proprio),
+                                   seed=seed + chunks)
+            chunk_start, chunks, step = t, chunks + 1, 0
+        action = chunk[step]
+        arms = dict(zip(ARMS, unpack(action)))
+        return ExpertTargets({side: arms[side].matrix() for side in ARMS},
+                             {side: float(np.clip(action[arm_slice(side)][GRIPPER], 0.0, 1.0)) for side in ARMS})
+
+    return agent
 
 
 def run_expert(world: SimWorld, seed: int, **rollout_kwargs) -> tuple[ScriptedExpert, RolloutResult]:
