@@ -140,9 +140,9 @@ TASKS: dict[str, TaskSpec] = {
         "pick up the red box",
         (ObjectSpec("box", x_range=(0.24, 0.30), y_range=(-0.30, -0.12), **_BOX),),
     ),
-    # lift_box with the box's pose drawn from a small patch (3 x 4 cm, yaw +-15 deg): the task of
-    # the embedded default policy, trained on a CPU from 50 demos (README). lift_box's full
-    # range needs a policy that locates the box in the cameras, which that budget did not reach.
+    # lift_box with the box's pose drawn from a small patch (3 x 4 cm, yaw +-15 deg): where a
+    # policy trained on a CPU from 50 demos needs the cameras least (the full range needs one
+    # that locates the box in them). No policy trained here solves it yet (bench/RESULTS.md).
     "lift_box_narrow": TaskSpec(
         "lift_box_narrow",
         "one red box in a small patch in front of the right arm; pick it up",
