@@ -1,6 +1,7 @@
 """The fine-tuning recipe: schedule, parameter groups, frozen vision, checked settings."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -64,7 +65,7 @@ def test_decay_spares_biases_and_norms_and_the_frozen_vision_tower_is_left_out()
     ("learning_rate", math.nan, "learning_rate"), ("warmup_ratio", 1.0, "warmup_ratio"), ("save_every", 0, "save_every"),
     ("proprio_dropout", 1.0, "proprio_dropout"), ("proprio_dropout", -0.1, "proprio_dropout"),
     ("cache_gb", 0.0, "cache_gb"), ("cache_gb", math.inf, "cache_gb"), ("diffusion_batch", 0, "diffusion_batch"),
-    ("image_size", 0, "image_size"),
+    ("image_size", 0, "image_size"), ("proprio_noise", -0.01, "proprio_noise"),
 ])
 def test_bad_settings_are_refused_with_the_reason(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -83,3 +84,25 @@ def test_proprio_dropout_zeroes_the_state_of_about_that_share_of_samples_and_kee
     assert 0.25 < zeroed.float().mean() < 0.35
     assert torch.equal(dropped[~zeroed], proprio[~zeroed]) and dropped.dtype == proprio.dtype
     assert torch.equal(inputs.proprio, proprio)                          # the batch itself is untouched
+
+
+def test_proprio_noise_moves_only_the_positions_by_about_that_much_and_leaves_the_batch():
+    from twinvla_ros.model import Observation
+    from twinvla_ros.robot.bimanual import POSITION, arm_slice
+    from twinvla_ros.training.data import Batch
+    from twinvla_ros.training.trainer import with_noisy_positions
+
+    torch.manual_seed(0)
+    image = np.zeros((8, 8, 3), np.uint8)
+    states = np.random.default_rng(0).uniform(-1, 1, (500, 20))
+    batch = Batch([Observation("t", image, image, image, state.copy()) for state in states],
+                  np.zeros((500, 20, 20)), np.ones((500, 20), bool))
+    noisy = with_noisy_positions(batch, 0.005)
+    moved = np.stack([o.proprio for o in noisy.observations]) - states
+    for side in ("left", "right"):
+        positions = moved[:, arm_slice(side)][:, POSITION]
+        assert 0.0045 < positions.std() < 0.0055 and abs(positions.mean()) < 0.0005
+        rest = np.delete(moved[:, arm_slice(side)], POSITION, axis=1)
+        assert not rest.any()                                           # rotation and gripper as they were
+    assert np.array_equal(np.stack([o.proprio for o in batch.observations]), states)
+    assert noisy.actions is batch.actions

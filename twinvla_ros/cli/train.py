@@ -39,6 +39,9 @@ def register(subparsers) -> None:
     train.add_argument("--proprio-dropout", type=float, default=defaults.proprio_dropout,
                        help="share of samples trained without the robot state, so the policy learns to look "
                        "(default 0, as the reference)")
+    train.add_argument("--proprio-noise", type=float, default=defaults.proprio_noise, metavar="M",
+                       help="std (m) of noise on each arm's xyz in the state, actions unchanged: teaches the "
+                       "way back to the demo's path (default 0, as the reference)")
     train.add_argument("--diffusion-batch", type=int, default=None,
                        help="noise draws per sample in the flow-matching loss (default: the model's, 16 as the "
                        "reference); fewer make a step cheaper where the action head dominates, as on a CPU")
@@ -68,7 +71,8 @@ def cmd_train(args) -> int:
         config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                              warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                              freeze_vision=args.freeze_vision, mask_padding=not args.train_on_padding,
-                             proprio_dropout=args.proprio_dropout, diffusion_batch=args.diffusion_batch,
+                             proprio_dropout=args.proprio_dropout, proprio_noise=args.proprio_noise,
+                             diffusion_batch=args.diffusion_batch,
                              image_size=args.image_size,
                              fused_gradient=args.fused_gradient, save_every=args.save_every, cache_gb=args.cache_gb,
                              log_every=args.log_every, seed=args.seed)

@@ -40,7 +40,8 @@ from twinvla_ros.model.processing_twinvla import ModelInputs, build_tiny_tokeniz
 from twinvla_ros.model.single_arm import is_single_arm_checkpoint, twin_from_single_arm
 from twinvla_ros.training.config import TrainConfig
 from twinvla_ros.data.lerobot.reader import read_info
-from twinvla_ros.training.data import TrainingBatches, load_dataset_statistics, model_batch
+from twinvla_ros.robot.bimanual import ARMS, POSITION, arm_slice
+from twinvla_ros.training.data import Batch, TrainingBatches, load_dataset_statistics, model_batch
 from twinvla_ros.training.recipe import build_optimizer, build_schedule, freeze_for_training
 
 STATE_FILE = "training_state.pt"
@@ -275,7 +276,10 @@ class Trainer:
         started, first_step = time.monotonic(), step
         try:
             while step < config.steps:
-                inputs, target, valid = model_batch(policy, next(batches))
+                batch = next(batches)
+                if config.proprio_noise > 0:
+                    batch = with_noisy_positions(batch, config.proprio_noise)
+                inputs, target, valid = model_batch(policy, batch)
                 if config.proprio_dropout > 0:
                     inputs = without_some_proprio(inputs, config.proprio_dropout)
                 inputs = inputs.to(self.device)
@@ -332,6 +336,21 @@ class Trainer:
             shutil.rmtree(old)
         if losses:
             plot_losses(losses, self.out / "loss.png", f"{self.dataset_root.name}: step {step} of {self.config.steps}")
+
+
+def with_noisy_positions(batch: Batch, std: float) -> Batch:
+    """The batch with Gaussian noise of `std` m added to each arm's xyz in the state, the actions
+    (absolute targets) left as they are (torch's generator: part of the saved random state).
+    A demo only shows states on the expert's path; off it, the same targets now pull back
+    toward the path, which is what a policy needs once its own small errors add up."""
+    noise = (torch.randn(len(batch.observations), len(ARMS), 3, dtype=torch.float64) * std).numpy()
+    observations = []
+    for observation, offsets in zip(batch.observations, noise):
+        proprio = np.array(observation.proprio, dtype=np.float64)
+        for side, offset in zip(ARMS, offsets):
+            proprio[arm_slice(side)][POSITION] += offset
+        observations.append(dataclasses.replace(observation, proprio=proprio))
+    return dataclasses.replace(batch, observations=observations)
 
 
 def without_some_proprio(inputs: ModelInputs, share: float) -> ModelInputs:
