@@ -23,7 +23,7 @@ from common import machine_line
 from twinvla_ros.evaluation.sim_rollout import run_expert
 from twinvla_ros.sim import SimConfig, SimWorld
 
-TASKS = ("lift_box", "handover_box", "empty")
+TASKS = ("lift_box", "lift_box_narrow", "handover_box", "empty")
 
 
 def bench_task(task: str, seeds: int) -> None:
