@@ -65,7 +65,7 @@ def test_decay_spares_biases_and_norms_and_the_frozen_vision_tower_is_left_out()
     ("learning_rate", math.nan, "learning_rate"), ("warmup_ratio", 1.0, "warmup_ratio"), ("save_every", 0, "save_every"),
     ("proprio_dropout", 1.0, "proprio_dropout"), ("proprio_dropout", -0.1, "proprio_dropout"),
     ("cache_gb", 0.0, "cache_gb"), ("cache_gb", math.inf, "cache_gb"), ("diffusion_batch", 0, "diffusion_batch"),
-    ("image_size", 0, "image_size"), ("proprio_noise", -0.01, "proprio_noise"),
+    ("image_size", 0, "image_size"), ("proprio_noise", -0.01, "proprio_noise"), ("image_shift", -1, "image_shift"),
 ])
 def test_bad_settings_are_refused_with_the_reason(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -106,3 +106,42 @@ def test_proprio_noise_moves_only_the_positions_by_about_that_much_and_leaves_th
         assert not rest.any()                                           # rotation and gripper as they were
     assert np.array_equal(np.stack([o.proprio for o in batch.observations]), states)
     assert noisy.actions is batch.actions
+
+
+@settings(max_examples=25, deadline=None)
+@given(pixels=st.integers(0, 6), seed=st.integers(0, 2**31 - 1))
+def test_image_shift_moves_each_image_by_at_most_that_many_pixels(pixels, seed):
+    """Each shifted image is the original moved by some (dy, dx) within the bound, the edge
+    repeated into the gap; the state, the actions and the batch itself stay as they were."""
+    from twinvla_ros.model import Observation
+    from twinvla_ros.training.data import Batch
+    from twinvla_ros.training.trainer import IMAGE_FIELDS, with_shifted_images
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, (16, 20, 3), dtype=np.uint8) for _ in range(3)]
+    batch = Batch([Observation("t", *images, np.arange(20.0))], np.zeros((1, 20, 20)), np.ones((1, 20), bool))
+    shifted = with_shifted_images(batch, pixels).observations[0]
+    for name, original in zip(IMAGE_FIELDS, images):
+        image = getattr(shifted, name)
+        padded = np.pad(original, ((pixels, pixels), (pixels, pixels), (0, 0)), mode="edge")
+        matches = [(dy, dx) for dy in range(-pixels, pixels + 1) for dx in range(-pixels, pixels + 1)
+                   if np.array_equal(image, padded[pixels + dy: pixels + dy + 16, pixels + dx: pixels + dx + 20])]
+        assert matches, name
+    assert np.array_equal(shifted.proprio, np.arange(20.0))
+    assert all(np.array_equal(getattr(batch.observations[0], name), original)
+               for name, original in zip(IMAGE_FIELDS, images))
+
+
+def test_image_shifts_cover_the_range_and_differ_between_images():
+    from twinvla_ros.model import Observation
+    from twinvla_ros.training.data import Batch
+    from twinvla_ros.training.trainer import with_shifted_images
+
+    torch.manual_seed(0)
+    ramp = np.tile(np.arange(32, dtype=np.uint8)[None, :, None] + 100, (32, 1, 3))    # column index + 100
+    batch = Batch([Observation("t", ramp, ramp, ramp, np.zeros(20)) for _ in range(200)],
+                  np.zeros((200, 20, 20)), np.ones((200, 20), bool))
+    shifts = [int(getattr(o, name)[16, 16, 0]) - 116 for o in with_shifted_images(batch, 3).observations
+              for name in ("image_ego", "image_wrist_left", "image_wrist_right")]
+    assert set(shifts) == set(range(-3, 4))

@@ -42,6 +42,10 @@ def register(subparsers) -> None:
     train.add_argument("--proprio-noise", type=float, default=defaults.proprio_noise, metavar="M",
                        help="std (m) of noise on each arm's xyz in the state, actions unchanged: teaches the "
                        "way back to the demo's path (default 0, as the reference)")
+    train.add_argument("--image-shift", type=int, default=defaults.image_shift, metavar="PX",
+                       help="shift each image by a random -PX..PX pixels (at the model's input size) per "
+                       "sample: augmentation, so a vision encoder trained from scratch does not learn the demos' "
+                       "exact frames (default 0, as the reference)")
     train.add_argument("--diffusion-batch", type=int, default=None,
                        help="noise draws per sample in the flow-matching loss (default: the model's, 16 as the "
                        "reference); fewer make a step cheaper where the action head dominates, as on a CPU")
@@ -72,6 +76,7 @@ def cmd_train(args) -> int:
                              warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                              freeze_vision=args.freeze_vision, mask_padding=not args.train_on_padding,
                              proprio_dropout=args.proprio_dropout, proprio_noise=args.proprio_noise,
+                             image_shift=args.image_shift,
                              diffusion_batch=args.diffusion_batch,
                              image_size=args.image_size,
                              fused_gradient=args.fused_gradient, save_every=args.save_every, cache_gb=args.cache_gb,

@@ -21,6 +21,7 @@ class TrainConfig:
     mask_padding: bool = True           # leave the steps past an episode's end out of the loss
     proprio_dropout: float = 0.0        # share of samples trained without their state (zeros)
     proprio_noise: float = 0.0          # m: std of Gaussian noise on each arm's xyz in the state
+    image_shift: int = 0                # px: random shift of each image by up to this (model input size)
     diffusion_batch: int | None = None  # noise draws per sample in the flow loss; None: the model's (16, as the reference)
     image_size: int | None = None       # px, from a random preset only; None: the preset's own
     fused_gradient: bool = False        # train through the fused twin LLM (true re-weighting gradient)
@@ -42,6 +43,8 @@ class TrainConfig:
             problems.append(f"proprio_dropout must be in [0, 1), got {self.proprio_dropout}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.image_shift < 0:
+            problems.append(f"image_shift must be at least 0 px, got {self.image_shift}")
         if not (0 <= self.proprio_noise < 1):
             problems.append(f"proprio_noise must be in [0, 1) m, got {self.proprio_noise}")
         if self.diffusion_batch is not None and self.diffusion_batch < 1:

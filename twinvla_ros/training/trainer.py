@@ -49,6 +49,7 @@ CHECKPOINTS = "checkpoints"
 # Recipe fields a resumed run may change (they do not alter what is learned).
 RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "log_every")
 PRESETS = ("tiny", "tiny-reference")
+IMAGE_FIELDS = ("image_ego", "image_wrist_left", "image_wrist_right")    # the Observation's images
 
 
 @dataclass
@@ -279,6 +280,8 @@ class Trainer:
                 batch = next(batches)
                 if config.proprio_noise > 0:
                     batch = with_noisy_positions(batch, config.proprio_noise)
+                if config.image_shift > 0:
+                    batch = with_shifted_images(batch, config.image_shift)
                 inputs, target, valid = model_batch(policy, batch)
                 if config.proprio_dropout > 0:
                     inputs = without_some_proprio(inputs, config.proprio_dropout)
@@ -350,6 +353,25 @@ def with_noisy_positions(batch: Batch, std: float) -> Batch:
         for side, offset in zip(ARMS, offsets):
             proprio[arm_slice(side)][POSITION] += offset
         observations.append(dataclasses.replace(observation, proprio=proprio))
+    return dataclasses.replace(batch, observations=observations)
+
+
+def with_shifted_images(batch: Batch, pixels: int) -> Batch:
+    """The batch with every camera image shifted by a random whole number of pixels in
+    [-pixels, pixels] along each axis, the edge rows and columns repeated into the gap (the
+    random-shift augmentation of DrQ and Diffusion Policy; torch's generator). A vision encoder
+    trained from scratch on 50 demos otherwise learns their exact frames: a box a few pixels
+    from where a demo had it changes its plan."""
+    shifts = torch.randint(-pixels, pixels + 1, (len(batch.observations), len(IMAGE_FIELDS), 2)).numpy()
+    observations = []
+    for observation, offsets in zip(batch.observations, shifts):
+        images = {}
+        for name, (dy, dx) in zip(IMAGE_FIELDS, offsets):
+            image = getattr(observation, name)
+            height, width = image.shape[:2]
+            padded = np.pad(image, ((pixels, pixels), (pixels, pixels), (0, 0)), mode="edge")
+            images[name] = padded[pixels + dy: pixels + dy + height, pixels + dx: pixels + dx + width]
+        observations.append(dataclasses.replace(observation, **images))
     return dataclasses.replace(batch, observations=observations)
 
 
