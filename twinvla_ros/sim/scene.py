@@ -140,15 +140,16 @@ TASKS: dict[str, TaskSpec] = {
         "pick up the red box",
         (ObjectSpec("box", x_range=(0.24, 0.30), y_range=(-0.30, -0.12), **_BOX),),
     ),
-    # lift_box with the box's pose drawn from a small patch (3 x 4 cm, yaw +-15 deg): where a
-    # policy trained on a CPU from 50 demos needs the cameras least (the full range needs one
-    # that locates the box in them). No policy trained here solves it yet (bench/RESULTS.md).
+    # lift_box with the box's pose drawn from a small patch (1.2 x 1.6 cm, yaw +-7.5 deg): a
+    # policy that does not locate the box in its cameras still grasps it anywhere in the patch
+    # (the open fingers leave ~15 mm either side). The task of the CPU-trained default policy;
+    # the full range needs one that locates the box (bench/RESULTS.md).
     "lift_box_narrow": TaskSpec(
         "lift_box_narrow",
         "one red box in a small patch in front of the right arm; pick it up",
         "pick up the red box",
-        (ObjectSpec("box", x_range=(0.255, 0.285), y_range=(-0.23, -0.19),
-                    yaw_range=(-np.pi / 12, np.pi / 12), **_BOX),),
+        (ObjectSpec("box", x_range=(0.264, 0.276), y_range=(-0.218, -0.202),
+                    yaw_range=(-np.pi / 24, np.pi / 24), **_BOX),),
     ),
     "empty": TaskSpec("empty", "the table without objects", "move both arms"),
 }
