@@ -3,7 +3,7 @@
 training run's checkpoints before the real node graph's `twinvla-ros eval`.
 
     python bench/offline_eval.py --checkpoint runs/lift/final [--task lift_box] [--episodes 20]
-                                 [--seed 1000] [--execution-horizon H] [--cfg-scale S]
+                                 [--seed 1000] [--execution-horizon H] [--cfg-scale S] [--chunk-offset N]
 
 Per seed: the sim resets, the policy (twinvla_ros.evaluation.sim_rollout.policy_agent) looks at
 t = 0 and after every H actions (default: the whole 20-step chunk, the policy node's sync mode),
@@ -38,9 +38,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="simulated seconds per episode")
     parser.add_argument("--execution-horizon", type=int, default=None, help="actions executed before looking again")
     parser.add_argument("--cfg-scale", type=float, default=None, help="default: the checkpoint's")
+    parser.add_argument("--chunk-offset", type=int, default=0, help="drop each chunk's first N steps (TwinVLAPolicy)")
     args = parser.parse_args()
     print(machine_line())
-    policy = TwinVLAPolicy.from_pretrained(args.checkpoint)
+    policy = TwinVLAPolicy.from_pretrained(args.checkpoint, chunk_offset=args.chunk_offset)
     if args.cfg_scale is not None:
         policy.cfg_scale = args.cfg_scale
     world = SimWorld(SimConfig(task=args.task))
@@ -54,7 +55,8 @@ def main() -> None:
         print(f"seed {seed}: {'success' if result.success else 'failed'} ({result.reason})", flush=True)
     low, high = wilson_interval(successes, args.episodes)
     print(f"offline_success_rate {successes / args.episodes:.2f} ({successes}/{args.episodes}, 95 % CI "
-          f"{low:.2f}-{high:.2f}; {args.task}, horizon {args.execution_horizon or 'chunk'}, cfg {policy.cfg_scale})")
+          f"{low:.2f}-{high:.2f}; {args.task}, horizon {args.execution_horizon or 'chunk'}, chunk offset "
+          f"{args.chunk_offset}, cfg {policy.cfg_scale})")
     print(f"offline_rollout_s {(time.monotonic() - started) / args.episodes:.1f} (torch threads {torch.get_num_threads()})")
 
 

@@ -163,3 +163,24 @@ def test_guidance_weight_schedule():
     assert flow.guidance_weight(0.5, 5.0) == pytest.approx(2.0)
     assert flow.guidance_weight(0.9, 5.0) == 5.0
     assert flow.guidance_weight(0.5, 1.0) == 1.0
+
+
+def test_a_chunk_offset_drops_the_leading_steps_and_guidance_lands_on_the_kept_ones(policy, obs):
+    offset = TwinVLAPolicy(policy.model, policy.tokenizer, policy.statistics, chunk_offset=10)
+    assert offset.horizon == 10
+    full_ctx, ctx = policy.encode(obs), offset.encode(obs)
+    full = policy.sample(full_ctx, seed=4)
+    np.testing.assert_allclose(offset.sample(ctx, seed=4), full[10:], atol=1e-6)
+    # Guidance on the kept steps 0..5 is guidance on the model's steps 10..15.
+    target = policy.sample(full_ctx, seed=98)
+    weights = np.ones(6)
+    guided = offset.sample(ctx, seed=4, guidance=Guidance(target[10:16], weights))
+    reference = policy.sample(full_ctx, seed=4, guidance=Guidance(
+        target[:16], np.concatenate([np.zeros(10), weights])))
+    np.testing.assert_allclose(guided, reference[10:], atol=1e-6)
+    assert np.abs(guided[:6] - target[10:16]).mean() < 0.5 * np.abs(full[10:16] - target[10:16]).mean()
+    with pytest.raises(ValueError, match="H <= 10"):
+        offset.sample(ctx, guidance=Guidance(target[:11], np.ones(11)))
+    for bad in (-1, 20):
+        with pytest.raises(ValueError, match="chunk_offset"):
+            TwinVLAPolicy(policy.model, policy.tokenizer, policy.statistics, chunk_offset=bad)

@@ -69,9 +69,14 @@ class TwinVLAPolicy:
         num_flow_steps: int | None = None,
         compile: bool = False,
         exact: bool = False,
+        chunk_offset: int = 0,
     ):
         """exact: run the reference's ops (bit parity with the authors' code) instead of the
-        fused path. compile: torch.compile the fused path's flow step, and on a GPU its twin LLM
+        fused path. chunk_offset: drop a chunk's first steps, so its step 0 is the model's step
+        `chunk_offset` (horizon L - offset). The model's steps 0..L/2-1 come from the
+        left-conditioned head row, which sees only the left arm's state: a small policy trained
+        on few demos may predict the right arm's near steps poorly there (bench/RESULTS.md, the
+        fourth default-policy attempt: offset L/2 took it from 0/8 to 8/8). compile: torch.compile the fused path's flow step, and on a GPU its twin LLM
         (first calls slow; CUDA graphs there); never the exact path, whose ops are the point."""
         cfg = model.config
         self.model = model.eval()
@@ -80,7 +85,10 @@ class TwinVLAPolicy:
         self.processor = TwinVLAProcessor(cfg, tokenizer)
         self.statistics = statistics
         self.normalizer = Normalizer(statistics, unnorm_key, cfg.normalization)
-        self.horizon = cfg.action_len
+        if not 0 <= int(chunk_offset) < cfg.action_len:
+            raise ValueError(f"chunk_offset must be in [0, {cfg.action_len}), got {chunk_offset}")
+        self.chunk_offset = int(chunk_offset)
+        self.horizon = cfg.action_len - self.chunk_offset
         self.action_dim = 2 * cfg.action_dim
         # The reference's predict_action default: CFG 1.5 (1.0 = no CFG) with enable_cfg.
         self.cfg_scale = float(cfg_scale if cfg_scale is not None else (1.5 if cfg.enable_cfg else 1.0))
@@ -114,6 +122,7 @@ class TwinVLAPolicy:
         num_flow_steps: int | None = None,
         compile: bool = False,
         exact: bool = False,
+        chunk_offset: int = 0,
     ) -> "TwinVLAPolicy":
         path = Path(path)
         if tokenizer_path is None:
@@ -133,10 +142,12 @@ class TwinVLAPolicy:
             num_flow_steps=num_flow_steps,
             compile=compile,
             exact=exact,
+            chunk_offset=chunk_offset,
         )
 
     @classmethod
-    def tiny(cls, *, seed: int = 0, unnorm_key: str = "anubis_sim", statistics: dict[str, Any] | None = None, exact: bool = False) -> "TwinVLAPolicy":
+    def tiny(cls, *, seed: int = 0, unnorm_key: str = "anubis_sim", statistics: dict[str, Any] | None = None, exact: bool = False,
+             chunk_offset: int = 0) -> "TwinVLAPolicy":
         """Random tiny model + tiny tokenizer, in memory (CPU demo and tests). `statistics` is one
         dataset_statistics.json entry ({"action": {...}, "proprio": {...}}) or a whole file's dict."""
         if statistics is None:
@@ -145,7 +156,7 @@ class TwinVLAPolicy:
             statistics = {unnorm_key: statistics}
         key = unnorm_key if unnorm_key in statistics else None  # a one-dataset file: its only key
         model = TwinVLA.random(TwinVLAConfig.preset("tiny"), seed=seed)
-        return cls(model, build_tiny_tokenizer(), statistics, unnorm_key=key, exact=exact)
+        return cls(model, build_tiny_tokenizer(), statistics, unnorm_key=key, exact=exact, chunk_offset=chunk_offset)
 
     def save_pretrained(self, path) -> None:
         path = Path(path)
@@ -211,21 +222,22 @@ class TwinVLAPolicy:
         # (2B, L, A) -> (B, L, 2A): the left-conditioned row carries steps 0..L/2-1, the right one
         # steps L/2..L-1 (training reshaped each (L, 2A) chunk with view(-1, L, A)).
         normalized = x.reshape(batch, self.config.action_len, -1).cpu().float().numpy()
-        return self.normalizer.unnormalize_action(normalized)
+        return self.normalizer.unnormalize_action(normalized[:, self.chunk_offset:])
 
     def _guidance_rows(self, guidance: Guidance) -> flow.RowGuidance:
-        L, n = self.config.action_len, self.action_dim
+        L, n, offset = self.config.action_len, self.action_dim, self.chunk_offset
         actions = np.asarray(guidance.actions, dtype=np.float64)
         weights = np.asarray(guidance.weights, dtype=np.float64)
-        if actions.ndim != 2 or actions.shape[1] != n or actions.shape[0] > L or weights.shape != actions.shape[:1]:
-            raise ValueError(f"guidance needs actions (H, {n}) and weights (H,) with H <= {L}; got {actions.shape} and {weights.shape}")
+        if actions.ndim != 2 or actions.shape[1] != n or actions.shape[0] > self.horizon or weights.shape != actions.shape[:1]:
+            raise ValueError(f"guidance needs actions (H, {n}) and weights (H,) with H <= {self.horizon}; "
+                             f"got {actions.shape} and {weights.shape}")
         if not (np.all(np.isfinite(actions)) and np.all(np.isfinite(weights))):
             raise ValueError("guidance actions and weights must be finite")
         H = actions.shape[0]
         target = np.zeros((L, n))
-        target[:H] = self.normalizer.normalize_action(actions)
-        w = np.zeros(L)
-        w[:H] = np.clip(weights, 0.0, 1.0)
+        target[offset:offset + H] = self.normalizer.normalize_action(actions)
+        w = np.zeros(L)                          # the dropped leading steps are left free
+        w[offset:offset + H] = np.clip(weights, 0.0, 1.0)
         shape = (-1, L, self.config.action_dim)  # the output-layout quirk, so weights hit their steps
         device, dtype = self.model.device, self.model.head_dtype
         return flow.RowGuidance(

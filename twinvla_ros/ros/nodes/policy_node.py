@@ -113,6 +113,9 @@ class PolicyNode(TwinvlaNode):
         cfg_scale = declare("cfg_scale", -1.0, "classifier-free guidance scale (<= 1: none; < 0: the checkpoint's "
                             "default, 1.5 with CFG); a change applies from the next inference on; only for "
                             "checkpoints trained with CFG", low=-1.0, high=10.0, live=True)
+        chunk_offset = declare("chunk_offset", 0, "drop the first N steps of every chunk the model predicts (the "
+                               "left-conditioned half of a small policy may be unreliable; bench/RESULTS.md)",
+                               low=0, high=19)
         flow_steps = declare("flow_steps", 0, "Euler flow-matching steps; 0: the checkpoint's default (10)",
                              low=0, high=1000)
         compile_head = declare("compile", False, "torch.compile the action head (slow first call)")
@@ -152,7 +155,8 @@ class PolicyNode(TwinvlaNode):
         description = load_description()
         self.frame = description.reference_frame          # of the model's actions and the EEF poses
         self._gripper_joints = {side: description.arms[side].gripper_joint for side in ARMS}
-        policy = self._load_policy(checkpoint, unnorm_key, tokenizer, device, dtype, flow_steps, compile_head)
+        policy = self._load_policy(checkpoint, unnorm_key, tokenizer, device, dtype, flow_steps, compile_head,
+                                   chunk_offset)
         # The checkpoint's default scale (what the policy chose without one), for cfg_scale < 0.
         self._default_cfg_scale = float(policy.cfg_scale)
         self._cfg_available = bool(getattr(policy.config, "enable_cfg", False))
@@ -199,7 +203,7 @@ class PolicyNode(TwinvlaNode):
 
     # ---- setup ---------------------------------------------------------------------------------
 
-    def _load_policy(self, checkpoint, unnorm_key, tokenizer, device, dtype, flow_steps, compile_head):
+    def _load_policy(self, checkpoint, unnorm_key, tokenizer, device, dtype, flow_steps, compile_head, chunk_offset):
         import torch
 
         from twinvla_ros.model import TwinVLAPolicy
@@ -209,7 +213,7 @@ class PolicyNode(TwinvlaNode):
             dtype = "bfloat16" if device.startswith("cuda") else "float32"
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         if not checkpoint:
-            policy = TwinVLAPolicy.tiny(seed=0, statistics=sim_workspace_statistics())
+            policy = TwinVLAPolicy.tiny(seed=0, statistics=sim_workspace_statistics(), chunk_offset=chunk_offset)
             if flow_steps:
                 policy.num_flow_steps = int(flow_steps)
             return policy
@@ -217,7 +221,8 @@ class PolicyNode(TwinvlaNode):
         self.get_logger().info(f"loading {checkpoint} on {device} ({dtype}) ...")
         policy = TwinVLAPolicy.from_pretrained(
             checkpoint, unnorm_key=unnorm_key or None, device=device, dtype=torch_dtype,
-            tokenizer_path=tokenizer or None, num_flow_steps=flow_steps or None, compile=compile_head)
+            tokenizer_path=tokenizer or None, num_flow_steps=flow_steps or None, compile=compile_head,
+            chunk_offset=chunk_offset)
         self.get_logger().info(f"loaded {checkpoint} in {time.monotonic() - started:.1f} s")
         return policy
 
