@@ -4,6 +4,7 @@ Runtime dependencies are declared in package.xml (rosdep keys) for colcon users 
 requirements.txt for pip users; install_requires stays minimal so that neither route fights the
 other over versions.
 """
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -20,6 +21,9 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
         ("share/" + package_name + "/urdf", glob("urdf/*.urdf")),
+        # The shipped policies: checkpoints in the published layout (a folder inside each).
+        *[("share/" + package_name + "/" + root, [os.path.join(root, f) for f in files])
+          for root, _, files in os.walk("policies") if files],
     ],
     install_requires=["setuptools"],
     zip_safe=False,

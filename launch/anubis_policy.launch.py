@@ -23,8 +23,9 @@ def _nodes(context):
 def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("sim", default_value="true", description="MuJoCo sim instead of the real robot"),
-        DeclareLaunchArgument("checkpoint", default_value="",
-                              description="TwinVLA checkpoint directory (empty: the embedded tiny demo model)"),
+        DeclareLaunchArgument("checkpoint", default_value="default",
+                              description="TwinVLA checkpoint directory; default: the shipped sim policy, "
+                                          "tiny: the embedded tiny model with random weights"),
         DeclareLaunchArgument("config", default_value="",
                               description="extra ROS parameter file overriding config/*.yaml"),
         OpaqueFunction(function=_nodes),

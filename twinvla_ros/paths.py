@@ -50,3 +50,41 @@ def urdf_path(name: str = "anubis.urdf") -> Path:
 
 def config_path(name: str) -> Path:
     return share_dir() / "config" / name
+
+
+# The trained policy the package ships (policies/<name>/, a checkpoint in the published
+# layout): what the policy node, `twinvla-ros demo` and `eval` run unless told otherwise.
+DEFAULT_POLICY = "lift_box_narrow"
+# The shipped policy runs each chunk's right-conditioned half only (TwinVLAPolicy.chunk_offset):
+# measured over 50 held-out seeds, 50/50 with it and 0/8 without (bench/RESULTS.md).
+DEFAULT_POLICY_CHUNK_OFFSET = 10
+TINY_CHECKPOINT = "tiny"          # the embedded tiny model with random weights (plumbing only)
+
+
+def policy_path(name: str = DEFAULT_POLICY) -> Path:
+    return share_dir() / "policies" / name
+
+
+def resolve_checkpoint(value: str) -> str:
+    """A `checkpoint` setting -> a checkpoint directory, or "" for the embedded tiny model.
+
+    "default": the shipped policy; "tiny" (or empty): the tiny random model; anything else is
+    a directory, returned as given."""
+    value = value.strip()
+    if value in ("", TINY_CHECKPOINT):
+        return ""
+    if value == "default":
+        path = policy_path()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"the shipped default policy is missing: no {path / 'config.json'} "
+                                    "(reinstall the package, or pass a checkpoint directory)")
+        return str(path)
+    return value
+
+
+def resolve_chunk_offset(checkpoint: str, chunk_offset: int) -> int:
+    """A `chunk_offset` setting -> the steps to drop: < 0 is the checkpoint's own (the shipped
+    policy's DEFAULT_POLICY_CHUNK_OFFSET, 0 for any other)."""
+    if chunk_offset >= 0:
+        return chunk_offset
+    return DEFAULT_POLICY_CHUNK_OFFSET if checkpoint.strip() == "default" else 0

@@ -73,9 +73,9 @@ def test_policy_on_another_host_drives_the_arms_at_20_hz(split_tag):
         # +-1 Hz here, the bench's goal is +-0.5 Hz), with no hole an arm would stop for.
         assert 19.0 <= arm["rate_hz"] <= 21.0, (side, arm)
         assert arm["max_gap_ms"] < 250.0, (side, arm)
-        # The arms follow: each EEF moved more than a centimetre, no target refused.
-        assert arm["moved_m"] > 0.01, (side, arm)
         assert arm["driver_stamp_rejected"] == 0, (side, arm)
+    # The arm follows: the default policy reaches with the right arm (its left one holds).
+    assert summary["right"]["moved_m"] > 0.01, summary["right"]
     # The data really crossed the link: the three camera streams (240x320 rgb8 at 10 Hz,
     # ~6.9 MB/s) left the robot host through its veth, not through shared memory.
     expected = 3 * 240 * 320 * 3 * 10.0 * summary["window_s"]

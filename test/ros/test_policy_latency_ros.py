@@ -44,7 +44,8 @@ MAX_IMAGE_AGE = 2.0          # s: see the module's docstring
 
 @pytest.fixture(scope="module")
 def graph():
-    specs = anubis_policy(sim=True, policy_node={"seed": 0, "max_image_age": MAX_IMAGE_AGE},
+    # The tiny model: its 20-step chunks, whatever the shipped policy's chunk_offset leaves.
+    specs = anubis_policy(sim=True, checkpoint="tiny", policy_node={"seed": 0, "max_image_age": MAX_IMAGE_AGE},
                            sim_node={"camera_rate": 10.0})
     with ProcessGraphRunner(specs) as processes, GraphRunner([]) as here:
         probe = Probe(here.context, "latency_probe")

@@ -21,6 +21,7 @@ from twinvla_ros.bringup.graph import anubis_policy
 from twinvla_ros.bringup.runner import GraphRunner, ProcessGraphRunner
 from twinvla_ros.cli.waiting import wait_until
 from twinvla_ros.data.media import plot_eef_tracking, write_video
+from twinvla_ros.paths import DEFAULT_POLICY, resolve_checkpoint
 from twinvla_ros.robot.bimanual import ARMS
 from twinvla_ros.ros.demo_recorder import DemoRecorder
 
@@ -41,8 +42,8 @@ def _number(values: dict[str, str], key: str) -> float | None:
     return float(values[key]) if key in values else None
 
 
-def run_demo(out: str | Path = "demo_out", duration: float = 20.0, task: str = "lift_box", instruction: str = "",
-             checkpoint: str = "", mode: str = "rtc", seed: int = 1000, log=print) -> dict:
+def run_demo(out: str | Path = "demo_out", duration: float = 20.0, task: str = DEFAULT_POLICY, instruction: str = "",
+             checkpoint: str = "default", mode: str = "rtc", seed: int = 1000, log=print) -> dict:
     """instruction: empty for the task's own (lift_box: "pick up the red box")."""
     from twinvla_ros.sim.scene import task_spec
 
@@ -81,7 +82,7 @@ def run_demo(out: str | Path = "demo_out", duration: float = 20.0, task: str = "
         summary = {
             "task": task, "instruction": instruction, "task_success": bool(outcome["success"]),
             "task_reason": outcome["reason"], "duration_s": duration, "execution_mode": mode,
-            "checkpoint": checkpoint or "embedded tiny demo model (random weights)",
+            "checkpoint": checkpoint if resolve_checkpoint(checkpoint) else "embedded tiny model (random weights)",
             "published_actions": _number(p, "published_actions"), "chunks": _number(p, "chunks"),
             "stall_ticks": _number(p, "stall_ticks"), "mean_boundary_jump": _number(p, "mean_boundary_jump"),
             "mean_plan_change": _number(p, "mean_plan_change"),

@@ -22,7 +22,8 @@ DEFAULT_MAX_SECONDS = {"lift_box": 40.0, "lift_box_narrow": 40.0, "handover_box"
 
 def register(subparsers) -> None:
     evaluate = subparsers.add_parser("eval", help="closed-loop rollouts of a checkpoint in the sim: success rate, videos")
-    evaluate.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'tiny' for the embedded demo model")
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="checkpoint folder; 'default': the shipped policy; 'tiny': the embedded tiny model")
     evaluate.add_argument("--task", default="lift_box", help="sim task (default lift_box)")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int, default=1000, help="first object-placement seed (default 1000)")
@@ -60,10 +61,9 @@ def cmd_eval(args) -> int:
         return 2
     max_seconds = args.max_seconds or DEFAULT_MAX_SECONDS.get(args.task, 60.0)
     instruction = args.instruction or TASKS[args.task].instruction
-    checkpoint = "" if args.checkpoint == "tiny" else args.checkpoint
     # Its own DDS domain: an evaluation must not hear (or move) another graph on this machine.
     isolate_dds()
-    specs = anubis_policy(sim=True, checkpoint=checkpoint, sim_node={"task": args.task},
+    specs = anubis_policy(sim=True, checkpoint=args.checkpoint, sim_node={"task": args.task},
                           policy_node={**policy_settings, "execution_mode": args.mode})
     graph, here = ProcessGraphRunner(specs), GraphRunner([])
     try:

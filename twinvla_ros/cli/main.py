@@ -22,6 +22,7 @@ import sys
 import time
 
 from twinvla_ros.cli.record import add_parser as add_record_parser
+from twinvla_ros.paths import DEFAULT_POLICY
 
 
 def _parse_params(pairs: list[str]) -> dict[str, dict]:
@@ -127,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the sim policy demo and write a video and a plot")
     demo.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     demo.add_argument("--duration", type=float, default=20.0, help="seconds to run after the instruction")
-    demo.add_argument("--task", default="lift_box", help="sim task (default lift_box)")
+    demo.add_argument("--task", default=DEFAULT_POLICY, help=f"sim task (default {DEFAULT_POLICY}, the default policy's)")
     demo.add_argument("--instruction", default="", help="default: the task's own (lift_box: 'pick up the red box')")
-    demo.add_argument("--checkpoint", default="", help="TwinVLA checkpoint dir (default: embedded tiny model)")
+    demo.add_argument("--checkpoint", default="default", help="TwinVLA checkpoint dir; default: the shipped policy, "
+                      "tiny: the embedded tiny model with random weights")
     demo.add_argument("--mode", default="rtc", choices=["sync", "async", "rtc"], help="chunk execution mode")
     demo.add_argument("--seed", type=int, default=1000, help="object placement and policy noise seed (default 1000: "
                       "`record --sim` demos use 0, 1, ...)")

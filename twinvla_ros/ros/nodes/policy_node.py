@@ -47,6 +47,7 @@ from std_srvs.srv import Trigger
 from twinvla_ros.execution.instruction import MAX_INSTRUCTION_LENGTH
 from twinvla_ros.execution.runtime import CAMERAS, STREAMS, PolicyRuntime, RuntimeSettings
 from twinvla_ros.execution.scheduler import ExecutionMode
+from twinvla_ros.paths import DEFAULT_POLICY, DEFAULT_POLICY_CHUNK_OFFSET, resolve_checkpoint, resolve_chunk_offset
 from twinvla_ros.reporting import Level
 from twinvla_ros.robot.bimanual import ARMS, GRIPPER, arm_slice, unpack
 from twinvla_ros.robot.description import load_description
@@ -104,7 +105,9 @@ class PolicyNode(TwinvlaNode):
     def __init__(self, **node_kwargs):
         super().__init__("policy_node", **node_kwargs)
         declare = self.parameters.declare
-        checkpoint = declare("checkpoint", "", "TwinVLA checkpoint directory; empty: the embedded tiny demo model")
+        checkpoint = declare("checkpoint", "default", "TwinVLA checkpoint directory; 'default': the shipped "
+                             f"policy ({DEFAULT_POLICY}, trained in the sim); 'tiny': the embedded tiny model "
+                             "with random weights")
         unnorm_key = declare("unnorm_key", "", "dataset_statistics.json key for (un)normalization; empty: the only one")
         tokenizer = declare("tokenizer", "", "tokenizer directory if the checkpoint has none (nvidia/Eagle2-1B's)")
         device = declare("device", "auto", "torch device: cpu, cuda, cuda:1 ... or auto")
@@ -113,9 +116,10 @@ class PolicyNode(TwinvlaNode):
         cfg_scale = declare("cfg_scale", -1.0, "classifier-free guidance scale (<= 1: none; < 0: the checkpoint's "
                             "default, 1.5 with CFG); a change applies from the next inference on; only for "
                             "checkpoints trained with CFG", low=-1.0, high=10.0, live=True)
-        chunk_offset = declare("chunk_offset", 0, "drop the first N steps of every chunk the model predicts (the "
-                               "left-conditioned half of a small policy may be unreliable; bench/RESULTS.md)",
-                               low=0, high=19)
+        chunk_offset = declare("chunk_offset", -1, "drop the first N steps of every chunk the model predicts (the "
+                               "left-conditioned half of a small policy may be unreliable; bench/RESULTS.md); -1: "
+                               f"the checkpoint's own ({DEFAULT_POLICY_CHUNK_OFFSET} for the shipped policy, 0 otherwise)",
+                               low=-1, high=19)
         flow_steps = declare("flow_steps", 0, "Euler flow-matching steps; 0: the checkpoint's default (10)",
                              low=0, high=1000)
         compile_head = declare("compile", False, "torch.compile the action head (slow first call)")
@@ -198,7 +202,7 @@ class PolicyNode(TwinvlaNode):
         self._control_thread = threading.Thread(target=self._control_loop, name="policy-control", daemon=True)
         self._control_thread.start()
         self.get_logger().info(
-            f"policy ready: {checkpoint or 'embedded tiny demo model'}, {mode} execution at {control_rate:.0f} Hz "
+            f"policy ready: {checkpoint or 'tiny'} checkpoint, {mode} execution at {control_rate:.0f} Hz "
             f"(synchronizer: {self.sync.implementation}); send an instruction on {instruction_topic}")
 
     # ---- setup ---------------------------------------------------------------------------------
@@ -212,6 +216,8 @@ class PolicyNode(TwinvlaNode):
         if dtype == "auto":
             dtype = "bfloat16" if device.startswith("cuda") else "float32"
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        chunk_offset = resolve_chunk_offset(checkpoint, chunk_offset)
+        checkpoint = resolve_checkpoint(checkpoint)
         if not checkpoint:
             policy = TwinVLAPolicy.tiny(seed=0, statistics=sim_workspace_statistics(), chunk_offset=chunk_offset)
             if flow_steps:
