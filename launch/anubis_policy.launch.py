@@ -4,7 +4,7 @@ The robot (MuJoCo sim by default; sim:=false: the RealSense camera node and the 
 the Dynamixel buses, refused with the list of missing devices when any is absent) and the
 TwinVLA policy node. The node graph comes from
 twinvla_ros.bringup.graph, the same description the in-process runner (`twinvla-ros launch`) uses.
-Then: ros2 topic pub --once /instruction std_msgs/msg/String "{data: 'hand over the box'}"
+Then: ros2 topic pub --once /instruction std_msgs/msg/String "{data: 'pick up the red box'}"
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
