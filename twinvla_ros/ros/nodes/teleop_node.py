@@ -415,7 +415,7 @@ class TeleopNode(TwinvlaLifecycleNode):
                 status = teleop.status()
                 status.values.update({f"leader_{k}": v for k, v in self.read_rates[side].summary().items()})
                 statuses.append((f"{side} arm", status))
-            statuses += [(f"{side} leader bus", leader.health()) for side, leader in self.leaders.items()]
+            statuses += [(f"{side} leader bus", leader.health()) for side, leader in list(self.leaders.items())]
         else:
             statuses.append(("demo", self._demo_status()))
         statuses.append(("lifecycle", self.lifecycle_status()))
