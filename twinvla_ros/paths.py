@@ -58,6 +58,7 @@ DEFAULT_POLICY = "lift_box_narrow"
 # The shipped policy runs each chunk's right-conditioned half only (TwinVLAPolicy.chunk_offset):
 # measured over 50 held-out seeds, 50/50 with it and 0/8 without (bench/RESULTS.md).
 DEFAULT_POLICY_CHUNK_OFFSET = 10
+DEFAULT_CHECKPOINT = "default"    # the `checkpoint` setting that names it
 TINY_CHECKPOINT = "tiny"          # the embedded tiny model with random weights (plumbing only)
 
 
@@ -73,7 +74,7 @@ def resolve_checkpoint(value: str) -> str:
     value = value.strip()
     if value in ("", TINY_CHECKPOINT):
         return ""
-    if value == "default":
+    if value == DEFAULT_CHECKPOINT:
         path = policy_path()
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"the shipped default policy is missing: no {path / 'config.json'} "
@@ -87,4 +88,4 @@ def resolve_chunk_offset(checkpoint: str, chunk_offset: int) -> int:
     policy's DEFAULT_POLICY_CHUNK_OFFSET, 0 for any other)."""
     if chunk_offset >= 0:
         return chunk_offset
-    return DEFAULT_POLICY_CHUNK_OFFSET if checkpoint.strip() == "default" else 0
+    return DEFAULT_POLICY_CHUNK_OFFSET if checkpoint.strip() == DEFAULT_CHECKPOINT else 0
