@@ -3,18 +3,21 @@
 Same function, different rounding: actions agree within 1e-4 in float32 on the tiny presets and
 on the reference-sized tiny config, CFG 1.5 and 1.0, both readout variants, with and without
 real-time-chunking guidance. Plus the pieces: the log-alpha form of the re-weighting, the
-fused-weight cache, gradients, bfloat16.
+fused-weight cache, gradients, bfloat16, the action head on oneDNN-packed weights.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import io
 import math
+import platform
 
 import numpy as np
 import pytest
 import torch
 
-from twinvla_ros.model import Guidance, TwinVLA, TwinVLAConfig, TwinVLAPolicy, default_statistics, flow
+from twinvla_ros.model import Guidance, TwinVLA, TwinVLAConfig, TwinVLAPolicy, default_statistics, flow, packed_linear
 from twinvla_ros.model.twin_llm import JointLayout, reweight_attention
 
 TOL = 1e-4
@@ -134,3 +137,92 @@ def test_time_embedding_is_computed_once_per_chunk(policy, obs, monkeypatch):
     x = policy.initial_noise(0)
     flow.sample_fused(net, x, ctx.conditioning, 10)
     assert calls == [(10,)]
+
+
+# ---- the action head on oneDNN-packed weights (the CPU float32 inference default) -------------
+needs_onednn = pytest.mark.skipif(not packed_linear.available(), reason="this torch build has no oneDNN linear")
+
+
+def test_x86_builds_run_the_head_on_packed_weights():
+    """Else the fast-vs-exact tests above would silently check the plain modules only."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("checked on x86 only")
+    assert packed_linear.available()
+
+
+def _head_inputs(net, rows: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    L, A = net.positional_embedding.shape[0] - 1, net.x_embedder.linear.in_features
+    W = net.positional_embedding.shape[1]
+    return torch.randn(rows, L, A, generator=gen), torch.randn(rows, 1, W, generator=gen)
+
+
+def _plain_step(net, monkeypatch):
+    """forward_tokens on the nn.Linear modules, for comparison."""
+    def plain(x, c):
+        with monkeypatch.context() as m:
+            m.setattr(net, "packed_weights", lambda x: None)
+            return net.forward_tokens(x, c)
+    return plain
+
+
+@needs_onednn
+@pytest.mark.parametrize("preset", ["tiny", "tiny-reference"])
+@pytest.mark.parametrize("rows", [2, 4, 12])  # no CFG, CFG, a batch of 3 observations with CFG
+def test_packed_head_step_equals_the_plain_modules(preset, rows, monkeypatch):
+    net = TwinVLA.random(TwinVLAConfig.preset(preset), seed=0).decoder_c.net.requires_grad_(False)
+    x, c = _head_inputs(net, rows)
+    assert net.packed_weights(x) is not None
+    with torch.inference_mode():
+        packed, plain = net.forward_tokens(x, c), _plain_step(net, monkeypatch)(x, c)
+    assert packed.shape == (rows, *x.shape[1:])
+    torch.testing.assert_close(packed, plain, rtol=0, atol=1e-5)
+    assert not torch.allclose(packed[0], packed[1], atol=1e-3)  # rows are their own
+
+
+@needs_onednn
+def test_packed_head_gives_the_guidance_its_input_gradient(monkeypatch):
+    """Real-time chunking's VJP runs through the packed step: d(a_hat)/dx as autograd gives it
+    through the plain modules (the weights get no gradient, none is asked)."""
+    net = TwinVLA.random(TwinVLAConfig.preset("tiny-reference"), seed=0).decoder_c.net.requires_grad_(False)
+    x, c = _head_inputs(net, 4, seed=1)
+    err = torch.randn_like(x)
+
+    def vjp(step):
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(step(xg, c), xg, grad_outputs=err)
+        return g
+
+    packed = vjp(net.forward_tokens)
+    torch.testing.assert_close(packed, vjp(_plain_step(net, monkeypatch)), rtol=0, atol=1e-5)
+    assert packed.abs().max() > 1e-3
+
+
+@needs_onednn
+def test_packed_weights_follow_parameter_changes_and_stay_out_of_copies(monkeypatch):
+    policy = TwinVLAPolicy.tiny(seed=4)
+    net = policy.model.decoder_c.net
+    x, c = _head_inputs(net, 4)
+    with torch.inference_mode():
+        before = net.forward_tokens(x, c)
+        with torch.no_grad():
+            net.blocks[0].mlp.fc1.weight.mul_(1.3)  # in place: same storage, new version
+        after = net.forward_tokens(x, c)
+        assert not torch.allclose(before, after, atol=1e-4)
+        torch.testing.assert_close(after, _plain_step(net, monkeypatch)(x, c), rtol=0, atol=1e-5)
+    # oneDNN's packed tensors have no storage: the model must stay copyable and savable.
+    copied = copy.deepcopy(policy.model)
+    torch.save(policy.model.state_dict(), io.BytesIO())
+    torch.save(policy.model, io.BytesIO())
+    with torch.inference_mode():
+        torch.testing.assert_close(copied.decoder_c.net.forward_tokens(x, c), after, rtol=0, atol=0)
+
+
+def test_plain_modules_run_where_packing_does_not_apply():
+    net = TwinVLA.random(TwinVLAConfig.preset("tiny"), seed=0).decoder_c.net
+    x, _ = _head_inputs(net, 4)
+    assert net.packed_weights(x) is None  # trainable weights: autograd must reach them
+    net.requires_grad_(False)
+    assert net.packed_weights(x.bfloat16()) is None
+    if packed_linear.available():
+        assert net.packed_weights(x) is net.packed_weights(x)  # packed once, then cached

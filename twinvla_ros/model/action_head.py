@@ -8,12 +8,16 @@ parameter names follow the published checkpoints (`combine`, `net.x_embedder.lin
 from __future__ import annotations
 
 import math
+import weakref
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import packed_linear
 from .configuration_twinvla import TwinVLAConfig
+from .packed_linear import PackedLinear
 
 FREQ_DIM = 256
 
@@ -74,11 +78,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return self.proj(self.mix(self.qkv(x)))
+
+    def mix(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) projected q|k|v -> (B, N, C) attention output, heads concatenated."""
+        B, N, C3 = qkv.shape
+        C = C3 // 3
+        q, k, v = qkv.reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
 
 
 class Mlp(nn.Module):
@@ -110,6 +117,21 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(F.layer_norm(x, (x.shape[-1],), eps=1e-6))
+
+
+@dataclass
+class PackedDiTWeights:
+    """The DiT's linear maps packed for oneDNN (CPU float32 inference; see packed_linear).
+    Derived from the parameters, never saved."""
+
+    x_embedder: PackedLinear
+    blocks: list[tuple[PackedLinear, PackedLinear, PackedLinear, PackedLinear]]  # qkv, proj, fc1, fc2
+    final: PackedLinear
+
+
+# DiT -> (parameter key, PackedDiTWeights). Outside the module: oneDNN's packed tensors have no
+# storage, so copy.deepcopy or torch.save of a module holding them would fail.
+_PACKED_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 class DiT(nn.Module):
@@ -145,10 +167,48 @@ class DiT(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x (N, L, A), c (N, 1, W) from condition_tokens -> (N, L, A) velocity."""
+        packed = self.packed_weights(x)
+        if packed is not None:
+            return self._forward_tokens_packed(x, c, packed)
         x = torch.cat((c, self.x_embedder(x) + self.positional_embedding[1:]), dim=1)
         for block in self.blocks:
             x = block(x)
         return self.final_layer(x[:, 1:, :])
+
+    def _forward_tokens_packed(self, x: torch.Tensor, c: torch.Tensor, w: PackedDiTWeights) -> torch.Tensor:
+        """forward_tokens on oneDNN-packed weights, on (N * T, W) rows (T = L + 1 tokens)."""
+        N, L, A = x.shape
+        W = c.shape[-1]
+        h = w.x_embedder(x.reshape(N * L, A)).view(N, L, W) + self.positional_embedding[1:]
+        h = torch.cat((c, h), dim=1).view(N * (L + 1), W)
+        for block, (qkv, proj, fc1, fc2) in zip(self.blocks, w.blocks):
+            mixed = block.attn.mix(qkv(F.layer_norm(h, (W,), eps=1e-6)).view(N, L + 1, 3 * W))
+            h = h + proj(mixed.view(N * (L + 1), W))
+            h = h + fc2(fc1.gelu_tanh(F.layer_norm(h, (W,), eps=1e-6)))
+        h = h.view(N, L + 1, W)[:, 1:].reshape(N * L, W)
+        return w.final(F.layer_norm(h, (W,), eps=1e-6)).view(N, L, A)
+
+    def packed_weights(self, x: torch.Tensor) -> PackedDiTWeights | None:
+        """The oneDNN-packed weights for a float32 CPU input, cached and rebuilt when a parameter
+        is replaced or changed in place (its storage or version counter moves). None where the
+        plain modules run: another device or dtype, a torch without oneDNN, trainable weights,
+        or inside torch.compile (inductor packs on its own)."""
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or self.final_layer.linear.weight.dtype != torch.float32
+                or torch.compiler.is_compiling() or not packed_linear.available()):
+            return None
+        params = list(self.parameters())
+        if any(p.requires_grad for p in params):
+            return None
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cached = _PACKED_CACHE.get(self)
+        if cached is None or cached[0] != key:
+            rows = 4 * self.positional_embedding.shape[0]  # CFG's 4 rows of one observation
+            blocks = [tuple(PackedLinear.of(lin, rows) for lin in (b.attn.qkv, b.attn.proj, b.mlp.fc1, b.mlp.fc2))
+                      for b in self.blocks]
+            cached = (key, PackedDiTWeights(PackedLinear.of(self.x_embedder.linear, rows), blocks,
+                                            PackedLinear.of(self.final_layer.linear, rows)))
+            _PACKED_CACHE[self] = cached
+        return cached[1]
 
 
 class ActionHead(nn.Module):
