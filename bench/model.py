@@ -9,7 +9,8 @@ refcfg_*: the "tiny-reference" preset, the smallest configuration the authors' c
 wrists, a short instruction), CFG 1.5, 10 flow steps, 2 torch threads. Fast (default) and exact
 predict are timed interleaved in one run, median of --repeats after a warm-up call each.
 refcfg_fast_vs_exact_max_abs_diff is the largest action difference (robot units) over both
-readout variants x CFG 1.5 / 1.0.
+readout variants x CFG 1.5 / 1.0. refcfg_sample_ms_fast_plain_linears: the fast sampler with the
+action head on torch's nn.Linear (MKL) instead of oneDNN-packed weights, timed in the same rounds.
 
 *_peak_rss_mb: the resident set's peak during one warm predict above its level just before
 (freed heap returned to the OS first, /proc/self/clear_refs resets the peak): the memory a
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import math
 import statistics
 import time
 from pathlib import Path
@@ -50,6 +52,12 @@ def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, *
     """FlopCounterMode counts the CUDA attention kernels, not the CPU one: give it torch's dense
     count (masked and causal positions included, as for the CUDA kernels)."""
     return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+@register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+def _onednn_linear_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """The action head's packed CPU linears (twinvla_ros.model.packed_linear): 2 M K N."""
+    return 2 * math.prod(input_shape[:-1]) * weight_shape[0] * weight_shape[1]
 
 
 def observation(seed: int = 0) -> Observation:
@@ -119,17 +127,28 @@ def reference_size(obs: Observation, tokenizer, repeats: int) -> None:
     fast = TwinVLAPolicy(model, tokenizer, stats)
     exact = TwinVLAPolicy(model, tokenizer, stats, exact=True)
     ctx = fast.encode(obs)
+    net = model.decoder_c.net
+
+    def sample_on_plain_linears():
+        net.packed_weights = lambda x: None  # forward_tokens falls back to the nn.Linear modules
+        try:
+            fast.sample(ctx, seed=0)
+        finally:
+            del net.packed_weights
+
     ms = interleaved_ms({
         "fast": lambda: fast.predict(obs, seed=0),
         "exact": lambda: exact.predict(obs, seed=0),
         "fast_encode": lambda: fast.encode(obs),
         "fast_sample": lambda: fast.sample(ctx, seed=0),
+        "fast_sample_plain_linears": sample_on_plain_linears,
     }, repeats)
     print(f"refcfg_predict_ms_fast={ms['fast']:.1f}")
     print(f"refcfg_predict_ms_exact={ms['exact']:.1f}")
     print(f"refcfg_fast_speedup={ms['exact'] / ms['fast']:.2f}")
     print(f"refcfg_encode_ms_fast={ms['fast_encode']:.1f}")
     print(f"refcfg_sample_ms_fast={ms['fast_sample']:.1f}")
+    print(f"refcfg_sample_ms_fast_plain_linears={ms['fast_sample_plain_linears']:.1f}")
     print(f"refcfg_fast_vs_exact_max_abs_diff={diff:.2e}")
     print(f"refcfg_predict_peak_rss_mb_fast={fmt_mb(peak_rss_mb(lambda: fast.predict(obs, seed=0)))}")
     print(f"refcfg_predict_peak_rss_mb_exact={fmt_mb(peak_rss_mb(lambda: exact.predict(obs, seed=0)))}")
