@@ -16,9 +16,10 @@ import platform
 import numpy as np
 import pytest
 import torch
+from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
 from twinvla_ros.model import Guidance, TwinVLA, TwinVLAConfig, TwinVLAPolicy, default_statistics, flow, packed_linear
-from twinvla_ros.model.twin_llm import JointLayout, reweight_attention
+from twinvla_ros.model.twin_llm import JointLayout, pair_rotary_dims, reweight_attention, rotate_pairs
 
 TOL = 1e-4
 
@@ -226,3 +227,22 @@ def test_plain_modules_run_where_packing_does_not_apply():
     assert net.packed_weights(x.bfloat16()) is None
     if packed_linear.available():
         assert net.packed_weights(x) is net.packed_weights(x)  # packed once, then cached
+
+
+def test_pair_ordered_rotation_is_hf_rotary_embedding():
+    """The fused path permutes each q/k head's dims so that HF's rotate_half pairs sit side by
+    side, and rotates them as complex numbers: the same rotation, and q . k is unchanged."""
+    torch.manual_seed(0)
+    T, heads, hd = 37, 3, 16
+    q, k = torch.randn(T, 1, heads, hd), torch.randn(T, 1, heads, hd)
+    freqs = torch.arange(T, dtype=torch.float32)[:, None, None] * (1e6 ** (-torch.arange(0, hd, 2) / hd))
+    emb = torch.cat([freqs, freqs], dim=-1)  # HF's cos/sin layout: (T, 1, hd)
+    cos, sin = emb.cos()[:, :, None], emb.sin()[:, :, None]
+    rotation = torch.complex(freqs.cos(), freqs.sin())[:, :, None]
+    hf = lambda x: x * cos + rotate_half(x) * sin  # noqa: E731
+    pairs = pair_rotary_dims(hd)
+    assert sorted(pairs.tolist()) == list(range(hd)) and pairs[:4].tolist() == [0, hd // 2, 1, hd // 2 + 1]
+    rq, rk = rotate_pairs(q[..., pairs], rotation), rotate_pairs(k[..., pairs], rotation)
+    torch.testing.assert_close(rq, hf(q)[..., pairs], rtol=0, atol=1e-6)
+    torch.testing.assert_close((rq * rk).sum(-1), (hf(q) * hf(k)).sum(-1), rtol=0, atol=1e-5)
+    assert rotate_pairs(q.bfloat16()[..., pairs], rotation).dtype == torch.bfloat16

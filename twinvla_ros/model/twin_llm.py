@@ -141,18 +141,28 @@ def _fuse(f_l: nn.Module, f_r: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (f_l(x) + f_r(x)) / 2.0
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """HF's rotary embedding x*cos + rotate_half(x)*sin. x (..., heads, hd), cos/sin (..., 1, hd)."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+def pair_rotary_dims(head_dim: int) -> torch.Tensor:
+    """The order [0, h, 1, h + 1, ...] (h = head_dim / 2) of a head's dims: HF's rotary embedding
+    rotates dim d with dim d + h, and side by side each pair is one complex number, so the
+    rotation is one complex multiply. Queries and keys are permuted alike, so q . k is unchanged."""
+    half = head_dim // 2
+    return torch.stack([torch.arange(half), torch.arange(half) + half], dim=-1).reshape(-1)
+
+
+def rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """HF's x*cos + rotate_half(x)*sin on pair-ordered dims, in float32 (there is no complex
+    bfloat16). x (..., heads, hd), rotation (..., 1, hd/2) complex64 cos + i sin -> like x."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
 
 
 @dataclass
 class FusedLayerWeights:
     """Inference weights of one twin layer for the fused path, derived from its parameters (never
     saved). Per stream (shared, left, right) q/k/v stacked into one projection with the input
-    RMSNorm weight folded in; for the shared stream the averages the exact path takes per token:
-    (f_l(x) + f_r(x)) / 2 of a norm or linear map is that map with averaged weights."""
+    RMSNorm weight folded in, each q and k head's dims in `pair_rotary_dims` order; for the shared
+    stream the averages the exact path takes per token: (f_l(x) + f_r(x)) / 2 of a norm or linear
+    map is that map with averaged weights."""
 
     qkv_weight: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ((Hq + 2 Hkv) hd, hidden) each
     qkv_bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -163,9 +173,11 @@ class FusedLayerWeights:
     def build(cls, lay_l: nn.Module, lay_r: nn.Module) -> "FusedLayerWeights":
         a_l, a_r = lay_l.self_attn, lay_r.self_attn
         dtype = a_l.q_proj.weight.dtype
+        hd = a_l.head_dim
+        qk_rows = (lambda w: w.view(-1, hd, *w.shape[1:])[:, pair_rotary_dims(hd)].reshape(w.shape))  # noqa: E731
         # Derived in float32, stored in the model dtype.
-        stack_w = lambda a: torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).float()  # noqa: E731
-        stack_b = lambda a: torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).float()  # noqa: E731
+        stack_w = lambda a: torch.cat([qk_rows(a.q_proj.weight), qk_rows(a.k_proj.weight), a.v_proj.weight]).float()  # noqa: E731
+        stack_b = lambda a: torch.cat([qk_rows(a.q_proj.bias), qk_rows(a.k_proj.bias), a.v_proj.bias]).float()  # noqa: E731
         n_l, n_r = lay_l.input_layernorm.weight.float(), lay_r.input_layernorm.weight.float()
         w_l, w_r, b_l, b_r = stack_w(a_l), stack_w(a_r), stack_b(a_l), stack_b(a_r)
         # Shared: the averaged projection applied to the averaged norm's output.
@@ -289,21 +301,22 @@ class TwinLLM(nn.Module):
             self._fused_cache = cached
         return cached[1]
 
-    def rotary_tables(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) -> cos, sin (T, B, 1, hd) for the sequence-first fused path. Qwen2's default
-        rope (attention scaling 1), computed where the positions are: no host copy."""
+    def rotary_table(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> cos + i sin (T, B, 1, hd/2) complex64 for `rotate_pairs` on the
+        sequence-first fused path. Qwen2's default rope (attention scaling 1), computed where
+        the positions are: no host copy."""
         hd = self.head_dim
         exponent = torch.arange(0, hd, 2, dtype=torch.int64, device=position_ids.device).float() / hd
         inv_freq = 1.0 / (self.qwen2_config.rope_parameters["rope_theta"] ** exponent)
-        freqs = position_ids.t()[..., None].float() * inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1).unsqueeze(2)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        freqs = (position_ids.t()[..., None].float() * inv_freq).unsqueeze(2)
+        return torch.complex(freqs.cos(), freqs.sin())
 
-    def joint_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, C: int, masks) -> torch.Tensor:
-        """(T, B, Hq, hd), (T, B, Hkv, hd) x2 -> (T, B, Hq * hd). Shared queries see only shared
-        keys, so they attend over the first C keys alone (causal unless padded); arm queries
-        over all T with the arm mask (its log-alpha columns are the re-weighting)."""
-        T, B = q.shape[:2]
+    def joint_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, C: int, masks) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, B, Hq, hd), (T, B, Hkv, hd) x2 -> shared rows (C * B, Hq * hd), arm rows
+        (2S * B, Hq * hd), sequence-first. Shared queries see only shared keys, so they attend
+        over the first C keys alone (causal unless padded); arm queries over all T with the arm
+        mask (its log-alpha columns are the re-weighting)."""
+        B = q.shape[1]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))  # (B, heads, T, hd) views
         # CPU sdpa shares a KV head among its query heads itself; the masked CUDA kernels do not.
         gqa = q.device.type == "cpu"
@@ -315,7 +328,9 @@ class TwinLLM(nn.Module):
         o_s = sdpa(q[:, :, :C], k[:, :, :C], v[:, :, :C], attn_mask=shared_mask, dropout_p=dropout,
                    is_causal=shared_mask is None, scale=self.scaling, enable_gqa=gqa)
         o_a = sdpa(q[:, :, C:], k, v, attn_mask=arm_mask, dropout_p=dropout, scale=self.scaling, enable_gqa=gqa)
-        return torch.cat([o_s.permute(2, 0, 1, 3), o_a.permute(2, 0, 1, 3)], dim=0).reshape(T, B, -1)
+        # (B, heads, L, hd) -> (L * B, heads * hd): a view for one sample (sdpa's output is
+        # sequence-major in memory), a copy for more.
+        return tuple(o.permute(2, 0, 1, 3).reshape(o.shape[2] * B, -1) for o in (o_s, o_a))
 
     def twin_mlp(self, i: int, x: torch.Tensor, rows: tuple[slice, slice, slice], fw: FusedLayerWeights) -> torch.Tensor:
         """(T*B, hidden) unit-RMS rows -> MLP outputs: shared rows through the expert their gate
@@ -354,7 +369,7 @@ class TwinLLM(nn.Module):
         Hq, hd = self.qwen2_config.num_attention_heads, self.head_dim
         Hkv = Hq // self.num_kv_groups
         eps = self.qwen2_config.rms_norm_eps
-        cos, sin = self.rotary_tables(layout.position_ids, h.dtype)
+        rotation = self.rotary_table(layout.position_ids)
         masks = layout.sdpa_masks(h.dtype, math.log(REWEIGHT_ALPHA) if self.reweight else 0.0)
         # Sequence-first rows (T*B, hidden): every stream is one contiguous row range, any B.
         h = h.transpose(0, 1).reshape(T * B, D)
@@ -363,9 +378,9 @@ class TwinLLM(nn.Module):
             x = F.rms_norm(h.float(), (D,), eps=eps).to(h.dtype)  # Qwen2RMSNorm's weight is folded into fw
             qkv = torch.cat([F.linear(x[r], w, b) for r, w, b in zip(rows, fw.qkv_weight, fw.qkv_bias)])
             qkv = qkv.view(T, B, Hq + 2 * Hkv, hd)
-            qk = rotate(qkv[:, :, : Hq + Hkv], cos, sin)
-            o = self.joint_attention(qk[:, :, :Hq], qk[:, :, Hq:], qkv[:, :, Hq + Hkv :], C, masks).view(T * B, -1)
+            qk = rotate_pairs(qkv[:, :, : Hq + Hkv], rotation)
+            o_s, o_a = self.joint_attention(qk[:, :, :Hq], qk[:, :, Hq:], qkv[:, :, Hq + Hkv :], C, masks)
             o_l, o_r = lay_l.self_attn.o_proj, lay_r.self_attn.o_proj
-            h = h + torch.cat([F.linear(o[rows[0]], fw.o_shared), o_l(o[rows[1]]), o_r(o[rows[2]])])
+            h = h + torch.cat([F.linear(o_s, fw.o_shared), o_l(o_a[: S * B]), o_r(o_a[S * B :])])
             h = h + self.twin_mlp(i, F.rms_norm(h.float(), (D,), eps=eps).to(h.dtype), rows, fw)
         return self.norm(h.view(T, B, D).transpose(0, 1))
