@@ -12,6 +12,7 @@ import dataclasses
 import io
 import math
 import platform
+import shutil
 
 import numpy as np
 import pytest
@@ -246,3 +247,12 @@ def test_pair_ordered_rotation_is_hf_rotary_embedding():
     torch.testing.assert_close(rq, hf(q)[..., pairs], rtol=0, atol=1e-6)
     torch.testing.assert_close((rq * rk).sum(-1), (hf(q) * hf(k)).sum(-1), rtol=0, atol=1e-5)
     assert rotate_pairs(q.bfloat16()[..., pairs], rotation).dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="inductor needs a C++ compiler on the CPU")
+def test_compiled_head_matches_the_fast_path(obs):
+    """compile=True traces the head's plain modules (packing stays out of the graph; inductor
+    chooses its own kernels): the same actions as the uncompiled fast path."""
+    fast = TwinVLAPolicy.tiny(seed=0)
+    compiled = TwinVLAPolicy(TwinVLAPolicy.tiny(seed=0).model, fast.tokenizer, fast.statistics, compile=True)
+    np.testing.assert_allclose(compiled.predict(obs, seed=0), fast.predict(obs, seed=0), rtol=0, atol=TOL)
