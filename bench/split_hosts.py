@@ -5,7 +5,7 @@
 
 Two network namespaces joined by a veth pair stand for the GPU host and the robot PC
 (twinvla_ros.bringup.split_hosts): the sim node and the arm driver (one process each, cameras
-240x320 at 10 Hz) on the robot host, the policy node (embedded tiny model on the CPU, rtc,
+240x320 at 10 Hz) on the robot host, the policy node (the shipped default policy on the CPU, rtc,
 200 ms injected latency) on the GPU host, DDS between them over UDP only (no shared memory),
 discovery by multicast (ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET). The instruction is sent with
 `twinvla-ros say` on the robot host; an observer there measures `--seconds` of steady state
