@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 
 import numpy as np
 import pytest
@@ -58,6 +60,17 @@ def test_tiny_tokenizer_is_deterministic_and_round_trips(tmp_path):
     a.save_pretrained(str(tmp_path))
     c = load_tokenizer(tmp_path)
     assert c(REFERENCE_PROMPT, add_special_tokens=False)["input_ids"] == ids
+
+
+def test_a_checkpoints_tokenizer_loads_without_a_model_type_warning(tmp_path, policy, caplog):
+    """In a checkpoint directory AutoTokenizer would read config.json, whose TwinVLA model type
+    transformers does not know, and warn on every load; the tokenizer is the same either way."""
+    policy.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"]
+    with caplog.at_level(logging.WARNING):
+        loaded = load_tokenizer(tmp_path)
+    assert "to instantiate a model of type" not in caplog.text
+    assert loaded(REFERENCE_PROMPT)["input_ids"] == policy.tokenizer(REFERENCE_PROMPT)["input_ids"]
 
 
 def test_processor_rejects_a_tokenizer_that_does_not_fit():

@@ -161,9 +161,16 @@ def load_statistics(path: str | Path) -> dict[str, Any]:
 
 
 def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PretrainedConfig
 
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    kwargs: dict[str, Any] = {}
+    tokenizer_config = Path(path) / "tokenizer_config.json"
+    if tokenizer_config.is_file() and json.loads(tokenizer_config.read_text()).get("tokenizer_class"):
+        # The class is named: AutoTokenizer needs no model config. Without one it reads the
+        # directory's config.json, whose TwinVLA model type transformers does not know, and warns
+        # on every load that the checkpoint may not fit the model.
+        kwargs["config"] = PretrainedConfig()
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True, **kwargs)
 
 
 def has_tokenizer(path: str | Path) -> bool:
