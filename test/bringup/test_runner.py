@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Log
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Int64, String
 
@@ -34,6 +36,15 @@ def test_process_runner_starts_the_graph_and_stops_it_with_sigint():
         # Named as the graph says (the process remaps __node), discovered through DDS.
         wait_for(lambda: {"sim_node", "arm_driver_node"} <= set(probe.get_node_names()), 10.0,
                  "both nodes in the ROS graph")
+        probe.record(Log, "/rosout", QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+        wait_for(lambda: probe.count_publishers("/rosout") >= 2, 10.0, "the nodes' /rosout publishers")
+        graph.stop()
+        # The nodes close while ROS is still up: the driver's shutdown reaches /rosout, its
+        # lifecycle announces the shutdown transition (rclpy's own SIGINT handler shut the
+        # context down first: "Failed to publish log message to rosout").
+        driver_says = lambda: [m.msg for m in probe.messages("/rosout") if m.name == "arm_driver_node"]  # noqa: E731
+        wait_for(lambda: "lifecycle: finalized" in driver_says(), 10.0, "the driver's shutdown on /rosout")
+        assert any(line.startswith("arm driver shutdown: arms hold") for line in driver_says())
     # SIGINT: every node ran its shutdown and exited on its own, none had to be killed.
     assert [p.returncode for p in processes] == [0, 0]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import signal
 import threading
 import time
 import traceback
@@ -21,6 +22,7 @@ from rclpy.executors import ExternalShutdownException, ShutdownException, Single
 from rclpy.logging import get_logger
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from twinvla_ros.reporting import EventLog, Level, Status
 from twinvla_ros.ros.parameters import Parameters
@@ -252,9 +254,29 @@ def freeze_long_lived_objects() -> None:
     gc.freeze()
 
 
+class StopRequest:
+    """SIGINT / SIGTERM (Ctrl-C, ros2 launch, the process runner) as a request to stop spinning.
+    rclpy's own handlers shut the ROS context down at once, so the node's safe close() then ran
+    without ROS: its lifecycle shutdown transition could not be announced and its last log lines
+    failed to reach /rosout ("publisher's context is invalid"). A second signal interrupts
+    whatever runs (a close that hangs)."""
+
+    def __init__(self):
+        self.requested = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
 def run_node(make_node: Callable[[], TwinvlaNode], args=None, setup_process: Callable[[], None] | None = None) -> None:
-    """A node process's main: process-wide setup, spin until Ctrl-C, then the node's safe close()."""
-    rclpy.init(args=args)
+    """A node process's main: process-wide setup, spin until Ctrl-C, then the node's safe
+    close() while ROS is still up."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopRequest()
     if setup_process is not None:
         setup_process()
     try:
@@ -270,11 +292,14 @@ def run_node(make_node: Callable[[], TwinvlaNode], args=None, setup_process: Cal
         get_logger("twinvla_ros").fatal(f"not started: {type(error).__name__}: {error}")
         rclpy.try_shutdown()
         raise SystemExit(1) from None
+    except KeyboardInterrupt:   # a second Ctrl-C during start-up (a stop request waits for it)
+        rclpy.try_shutdown()
+        raise SystemExit(130) from None
     freeze_long_lived_objects()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        spin_until(executor, rclpy.ok)
+        spin_until(executor, lambda: rclpy.ok() and not stop.requested)
     except KeyboardInterrupt:
         pass
     finally:
