@@ -20,6 +20,7 @@ import torch
 from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
 from twinvla_ros.model import Guidance, TwinVLA, TwinVLAConfig, TwinVLAPolicy, default_statistics, flow, packed_linear
+from twinvla_ros.model.action_head import _PACKED_CACHE
 from twinvla_ros.model.twin_llm import JointLayout, pair_rotary_dims, reweight_attention, rotate_pairs
 
 TOL = 1e-4
@@ -228,6 +229,9 @@ def test_plain_modules_run_where_packing_does_not_apply():
     assert net.packed_weights(x.bfloat16()) is None
     if packed_linear.available():
         assert net.packed_weights(x) is net.packed_weights(x)  # packed once, then cached
+        assert net in _PACKED_CACHE
+        net.requires_grad_(True)  # training again: the packed copy is freed
+        assert net.packed_weights(x) is None and net not in _PACKED_CACHE
 
 
 def test_pair_ordered_rotation_is_hf_rotary_embedding():

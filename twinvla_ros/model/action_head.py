@@ -193,11 +193,13 @@ class DiT(nn.Module):
         is replaced or changed in place (its storage or version counter moves). None where the
         plain modules run: another device or dtype, a torch without oneDNN, trainable weights,
         or inside torch.compile (inductor packs on its own)."""
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or self.final_layer.linear.weight.dtype != torch.float32
-                or torch.compiler.is_compiling() or not packed_linear.available()):
+        if torch.compiler.is_compiling():
             return None
         params = list(self.parameters())
-        if any(p.requires_grad for p in params):
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or params[0].device.type != "cpu"
+                or self.final_layer.linear.weight.dtype != torch.float32 or any(p.requires_grad for p in params)
+                or not packed_linear.available()):
+            _PACKED_CACHE.pop(self, None)  # e.g. moved to a GPU or training: free the packed copy
             return None
         key = tuple((p.data_ptr(), p._version) for p in params)
         cached = _PACKED_CACHE.get(self)

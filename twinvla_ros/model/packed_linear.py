@@ -20,7 +20,7 @@ from torch import nn
 
 @functools.cache
 def available() -> bool:
-    """Whether this torch build has the oneDNN CPU linear ops (x86 and arm64 wheels do)."""
+    """Whether this torch build has the oneDNN CPU linear ops (the x86 wheels do)."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
