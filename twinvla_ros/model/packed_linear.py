@@ -6,8 +6,7 @@ K, N in 384..1536) 15-30 % faster on the 2-core machines bench/model.py runs on,
 MLP's tanh-GELU as a fused post-op (a separate `F.gelu` is ~1 ns per element here). Same
 function: float32 throughout, only the summation order differs (~1e-6 relative).
 
-Inference only in the sense that the weights never get a gradient; the input does, so real-time
-chunking's guidance (a vector-Jacobian product through the head) runs on packed weights too.
+Inference only: oneDNN's linear has no autograd kernel, so nothing here records a gradient.
 """
 from __future__ import annotations
 
@@ -32,43 +31,23 @@ def available() -> bool:
         return False
 
 
-class _LinearWithInputGradient(torch.autograd.Function):
-    """oneDNN's linear has no autograd kernel: the input's gradient is grad @ W, the weight's none."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, packed: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(weight)
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (weight,) = ctx.saved_tensors
-        return grad @ weight, None, None, None
-
-
 @dataclass
 class PackedLinear:
-    """One nn.Linear's weight in oneDNN's layout (plus the plain weight, for the input gradient)."""
+    """One nn.Linear's weight in oneDNN's layout."""
 
     packed: torch.Tensor
-    weight: torch.Tensor
     bias: torch.Tensor | None
 
     @classmethod
     def of(cls, linear: nn.Linear, rows_hint: int) -> "PackedLinear":
         """rows_hint: the usual number of input rows; it picks the blocking, any count works."""
-        weight = linear.weight.detach()
         bias = None if linear.bias is None else linear.bias.detach()
-        return cls(torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint), weight, bias)
+        return cls(torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows_hint), bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, in_features) -> (M, out_features)."""
-        if x.requires_grad:
-            return _LinearWithInputGradient.apply(x, self.packed, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
     def gelu_tanh(self, x: torch.Tensor) -> torch.Tensor:
-        """gelu(linear(x), approximate="tanh"), the GELU fused into the GEMM where no gradient is needed."""
-        if x.requires_grad:
-            return torch.nn.functional.gelu(self(x), approximate="tanh")
+        """gelu(linear(x), approximate="tanh"), the GELU fused into the GEMM."""
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "gelu", [], "tanh")
