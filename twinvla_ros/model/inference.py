@@ -76,8 +76,9 @@ class TwinVLAPolicy:
         `chunk_offset` (horizon L - offset). The model's steps 0..L/2-1 come from the
         left-conditioned head row, which sees only the left arm's state: a small policy trained
         on few demos may predict the right arm's near steps poorly there (bench/RESULTS.md, the
-        fourth default-policy attempt: offset L/2 took it from 0/8 to 8/8). compile: torch.compile the fused path's flow step, and on a GPU its twin LLM
-        (first calls slow; CUDA graphs there); never the exact path, whose ops are the point."""
+        fourth default-policy attempt: offset L/2 took it from 0/8 to 8/8).
+        compile: torch.compile the fused path's flow step, and on a GPU its twin LLM (first calls
+        slow; CUDA graphs there); never the exact path, whose ops are the point."""
         cfg = model.config
         self.model = model.eval()
         self.config = cfg
